@@ -1,0 +1,1 @@
+#include "agent/discovery/discovery.hpp"
