@@ -1,0 +1,3 @@
+#include "hub/apps/apps.hpp"
+
+namespace outpost::hub::apps {}  // namespace outpost::hub::apps

@@ -1,0 +1,3 @@
+#include "hub/registry/registry.hpp"
+
+namespace outpost::hub::registry {}  // namespace outpost::hub::registry
