@@ -24,11 +24,11 @@ struct Will {
 };
 
 struct ClientOptions {
-  std::string server_uri;  // ssl://host:port (tcp:// only for tests of failure paths)
-  std::string client_id;   // devices: their id; the hub: "outpost-hub-<instance>"
-  std::string ca_file;     // PEM; the broker's certificate must chain to it
-  std::string cert_file;   // PEM client certificate
-  std::string key_file;    // PEM private key
+  std::string server_uri;      // ssl://host:port (tcp:// only for tests of failure paths)
+  std::string client_id;       // devices: their id; the hub: "outpost-hub-<instance>"
+  std::string ca_file;         // PEM; the broker's certificate must chain to it
+  std::string cert_file;       // PEM client certificate
+  std::string key_file;        // PEM private key
   bool clean_session = false;  // false: a persistent session, QoS 1 survives reconnects
   std::chrono::seconds keep_alive{30};
   std::optional<Will> will;
