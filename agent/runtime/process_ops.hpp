@@ -84,8 +84,8 @@ class ProcessOps {
   // Whether a path exists (device nodes for `devices`).
   virtual bool Exists(const std::string& path) = 0;
 
-  // Whether this agent runs with euid 0 (then workloads switch user).
-  virtual bool IsRoot() = 0;
+  // The agent's effective uid (0: root, then workloads switch user).
+  virtual uid_t EffectiveUid() = 0;
   virtual Result<UserIds> LookupUser(const std::string& name) = 0;
 
   // Creates (or reuses) `<root>/<name>` as a cgroup v2 with memory.max

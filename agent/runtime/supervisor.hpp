@@ -108,11 +108,13 @@ class MemoryProcessRecordStore : public ProcessRecordStore {
 // DEVICE_APPEARED / DEVICE_VANISHED (the path as written in the spec).
 //
 // Emitted types: WORKLOAD_STARTED (first start of a spec), WORKLOAD_RESTARTED
-// (a restart by the restart policy, instead of STARTED), WORKLOAD_EXITED
-// (every exit not asked for by the agent), WORKLOAD_STOPPED (stopped by the
-// agent: removed, changed spec, StopAll; or exited 0 with no restart due),
-// WORKLOAD_FAILED (exec/spawn failed, or exited non-zero with no restart due),
-// DEVICE_APPEARED / DEVICE_VANISHED (per workload and required device).
+// (a start by the restart policy after an exit or a failed spawn, instead of
+// STARTED), WORKLOAD_EXITED (every exit the agent did not ask for; a clean
+// exit with no restart due leaves the workload `stopped`), WORKLOAD_STOPPED
+// (stopped by the agent: removed, changed spec, StopAll), WORKLOAD_FAILED (a
+// spawn/exec failure, and, after EXITED, a non-zero exit with no restart due),
+// DEVICE_APPEARED / DEVICE_VANISHED (per workload and required device; a
+// vanished device does not stop a running workload, the next start waits).
 struct RuntimeEvent {
   outpost::v1::EventType type = outpost::v1::EVENT_TYPE_UNSPECIFIED;
   std::string workload;
@@ -133,7 +135,8 @@ class Supervisor {
   // `store` and `ops` must outlive the supervisor. `on_event` is called for
   // every RuntimeEvent, `on_status_changed` whenever Statuses() changed (the
   // daemon coalesces reports). Both are called on the io_context thread,
-  // never from inside Apply/Adopt/StopAll/Detach themselves (posted).
+  // never from inside Apply/Adopt/StopAll (they are posted); Detach (and the
+  // destructor) delivers what is still pending synchronously.
   Supervisor(boost::asio::io_context& io, RuntimeConfig config, ProcessRecordStore& store,
              ProcessOps& ops, EventFn on_event, ChangedFn on_status_changed);
   // Like Detach(): running workloads are left running.
