@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "shared/core/backoff.hpp"
 #include "shared/core/fs.hpp"
 #include "shared/core/log.hpp"
 #include "shared/core/result.hpp"
@@ -108,6 +109,33 @@ TEST(Fs, MakeDirsAndPaths) {
   EXPECT_EQ(fs::DirName("/x/y/z"), "/x/y");
   EXPECT_EQ(fs::DirName("z"), ".");
   EXPECT_EQ(fs::Join("/a/", "/b"), "/a/b");
+}
+
+}  // namespace
+}  // namespace outpost
+
+namespace outpost {
+namespace {
+
+TEST(Backoff, DoublesUpToTheCapAndResets) {
+  Backoff b(std::chrono::milliseconds(100), std::chrono::milliseconds(1000), 0.0);
+  EXPECT_EQ(b.Next(0.5).count(), 100);
+  EXPECT_EQ(b.Next(0.5).count(), 200);
+  EXPECT_EQ(b.Next(0.5).count(), 400);
+  EXPECT_EQ(b.Next(0.5).count(), 800);
+  EXPECT_EQ(b.Next(0.5).count(), 1000);
+  for (int i = 0; i < 100; ++i)
+    EXPECT_EQ(b.Next(0.9).count(), 1000);  // no overflow
+  b.Reset();
+  EXPECT_EQ(b.Next(0.5).count(), 100);
+}
+
+TEST(Backoff, JitterStaysInItsBand) {
+  Backoff b(std::chrono::milliseconds(1000), std::chrono::milliseconds(1000), 0.5);
+  EXPECT_EQ(b.Next(0.0).count(), 1000);
+  EXPECT_EQ(b.Next(1.0).count(), 500);
+  EXPECT_EQ(b.Next(0.5).count(), 750);
+  EXPECT_EQ(b.Peek().count(), 1000);
 }
 
 }  // namespace
