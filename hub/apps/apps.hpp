@@ -38,8 +38,9 @@
 //
 // Overrides: patch paths are relative to `spec` and must point into
 // `/workloads`. ParseApplications checks, for every override, that its patches
-// apply to the base spec and that the result is still valid (one override at
-// a time, and all overrides in order). When several overrides match a device
+// apply to the base spec and that the result is still valid (each override on
+// its own: overrides with disjoint selectors may legitimately conflict, as no
+// device gets both). When several overrides match a device
 // their patches are applied in manifest order; if that combination does not
 // apply, the failing override is skipped for that device and a warning is
 // returned in RenderedDevice::warnings (the device still gets the app).
