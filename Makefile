@@ -22,16 +22,24 @@ build-check: deps
 	@cmake -S . -B build-check -DCMAKE_BUILD_TYPE=Debug -DOUTPOST_SANITIZE=ON $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build-check -j$(JOBS)
 
-# Every test through ctest (unit, integration, end-to-end, lint).
-check: build-check
+# Every test through ctest (unit, integration, end-to-end, lint), after the
+# native test build and the arm64 agent.
+check: build-check build-arm64
 	@cd build-check && ctest --output-on-failure -j$(JOBS) --timeout 600
 
-# The agent cross-built for arm64 into build-arm64/ (see cross/toolchains/).
+# The agent cross-built for Arm into build-arm64/ and build-armhf/ with Debian's
+# cross compilers and multiarch libraries (cross/toolchains/).
 build-arm64:
-	@echo "build-arm64: arrives with the packaging issue (#6)"; exit 1
+	@$(DEPS) native arm64
+	@cmake -S . -B build-arm64 -DCMAKE_TOOLCHAIN_FILE=cross/toolchains/aarch64-linux-gnu.cmake \
+	  -DOUTPOST_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build-arm64 --target outpost-agent -j$(JOBS)
 
 build-armhf:
-	@echo "build-armhf: arrives with the packaging issue (#6)"; exit 1
+	@$(DEPS) native armhf
+	@cmake -S . -B build-armhf -DCMAKE_TOOLCHAIN_FILE=cross/toolchains/arm-linux-gnueabihf.cmake \
+	  -DOUTPOST_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build-armhf --target outpost-agent -j$(JOBS)
 
 deb:
 	@echo "deb: arrives with the packaging issue (#6)"; exit 1

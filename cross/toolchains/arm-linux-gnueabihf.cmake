@@ -1,0 +1,9 @@
+# Cross-compiling the agent for 32-bit Arm (armhf) with Debian's cross compiler
+# and multiarch libraries (packaging/install-deps.sh armhf installs both).
+set(CMAKE_SYSTEM_NAME Linux)
+set(CMAKE_SYSTEM_PROCESSOR arm)
+set(CMAKE_C_COMPILER arm-linux-gnueabihf-gcc)
+set(CMAKE_CXX_COMPILER arm-linux-gnueabihf-g++)
+set(CMAKE_LIBRARY_ARCHITECTURE arm-linux-gnueabihf)
+set(CMAKE_CROSSCOMPILING_EMULATOR qemu-arm -L /usr/arm-linux-gnueabihf)
+include(${CMAKE_CURRENT_LIST_DIR}/debian-multiarch.cmake)
