@@ -17,7 +17,7 @@ native=(build-essential cmake make pkg-config git
         libgtest-dev libgmock-dev
         nlohmann-json3-dev libyaml-cpp-dev
         clang-format clang
-        iproute2 procps systemd)
+        iproute2 procps systemd jq curl)
 cross_libs=(libpaho-mqttpp-dev libpaho-mqtt-dev libssl-dev libsqlite3-dev
             libprotobuf-dev libmbedtls-dev)
 
