@@ -162,7 +162,10 @@ class Supervisor::Impl {
     for (const auto& [name, e] : entries_) {
       v1::WorkloadStatus s = e->machine.Status();
       s.set_resource_mode(e->mode);
-      if (s.message().empty() && !e->resource_note.empty()) s.set_message(e->resource_note);
+      if (!e->resource_note.empty()) {
+        s.set_message(s.message().empty() ? e->resource_note
+                                          : s.message() + "; " + e->resource_note);
+      }
       out.push_back(std::move(s));
     }
     return out;
