@@ -1,0 +1,35 @@
+// Signs desired documents: SignedDesiredState{document, signature (ECDSA
+// P-256/SHA-256 over the exact document bytes), signer_certificate (DER)}.
+// Immutable after Load; safe to use from several threads at once.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "shared/core/result.hpp"
+#include "shared/crypto/crypto.hpp"
+
+namespace outpost::hub::broker {
+
+class DesiredSigner {
+ public:
+  // From the PEM of signing.key and signing.crt. The certificate must match
+  // the key.
+  static Result<std::unique_ptr<DesiredSigner>> Load(const std::string& key_pem,
+                                                     const std::string& cert_pem);
+
+  // The serialized SignedDesiredState for `document_bytes` (a serialized
+  // DesiredState, signed as is).
+  Result<std::string> Sign(const std::string& document_bytes) const;
+
+  const std::string& certificate_pem() const { return cert_pem_; }
+
+ private:
+  DesiredSigner(crypto::PrivateKey key, std::string cert_pem, std::string cert_der)
+      : key_(std::move(key)), cert_pem_(std::move(cert_pem)), cert_der_(std::move(cert_der)) {}
+  crypto::PrivateKey key_;
+  std::string cert_pem_;
+  std::string cert_der_;
+};
+
+}  // namespace outpost::hub::broker
