@@ -9,6 +9,8 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,8 +31,11 @@ struct DiscoveryRoots {
 //   <proc_root>/driver/nvidia/gpus/*/information  (Model, GPU UUID, Device Minor)
 //   <dev_root>/nvidia[0-9]*                       (device nodes; index = N)
 //   nvidia-smi --query-gpu=index,name,uuid,memory.total --format=csv,noheader,nounits
-// matched by UUID (else by index). `device_path` is <dev_root>/nvidiaN when
-// that node exists, else "/dev/nvidiaN".
+// matched by UUID. `index` is nvidia-smi's index when it ran (the numbering
+// NVIDIA_VISIBLE_DEVICES and CUDA_VISIBLE_DEVICES use), else the device
+// minor; `device_path` is "/dev/nvidia<minor>". nvidia-smi blocks up to
+// `nvidia_smi_timeout`: call this off the hot path (at start, on enrollment,
+// rarely afterwards).
 std::vector<outpost::v1::Gpu> DiscoverGpus(const DiscoveryRoots& roots);
 
 // V4L2 capture devices <dev_root>/video*, sorted by number, named through
@@ -40,10 +45,22 @@ std::vector<outpost::v1::Gpu> DiscoverGpus(const DiscoveryRoots& roots);
 // permission) is listed with its path only.
 std::vector<outpost::v1::Camera> DiscoverCameras(const DiscoveryRoots& roots);
 
-// hostname, arch (dpkg name of the build target: amd64, arm64, armhf), os
-// (PRETTY_NAME), kernel (uname release), agent_version (OUTPOST_VERSION),
-// gpu_driver_version (<proc_root>/driver/nvidia/version), gpus, cameras.
+// hostname (<proc_root>/sys/kernel/hostname, else uname), arch (dpkg name of
+// the build target: amd64, arm64, armhf), os (PRETTY_NAME of
+// <etc_root>/os-release), kernel (<proc_root>/sys/kernel/osrelease, else
+// uname), agent_version (OUTPOST_VERSION), gpu_driver_version
+// (<proc_root>/driver/nvidia/version), gpus, cameras.
 outpost::v1::DeviceFacts CollectFacts(const DiscoveryRoots& roots);
+
+// What VIDIOC_QUERYCAP reported for one node.
+struct V4l2Caps {
+  std::string card, driver, bus_info;
+  std::uint32_t capabilities = 0;  // V4L2_CAP_* of the whole device
+  std::uint32_t device_caps = 0;   // of this node (valid with V4L2_CAP_DEVICE_CAPS)
+};
+// The Camera for a node, or nullopt when the node cannot capture video
+// (V4L2_CAP_VIDEO_CAPTURE or _MPLANE missing from the node's caps).
+std::optional<outpost::v1::Camera> CameraFromCaps(const std::string& path, const V4l2Caps& caps);
 
 // Parsers, exposed for tests.
 // "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.129.03  Thu ..." -> "535.129.03"
