@@ -79,10 +79,19 @@ class Supervisor::Impl {
         tick_(io),
         rng_(std::random_device{}()) {
     cgroup_root_ = config_.cgroup_root.empty() ? DetectCgroupRoot() : config_.cgroup_root;
+    if (config_.log_dir.empty() && !config_.state_dir.empty()) {
+      config_.log_dir = fs::Join(config_.state_dir, "logs");
+    }
     if (const char* path = std::getenv("PATH")) agent_path_ = path;
   }
 
-  ~Impl() { Detach(); }
+  // Like Detach(), but without calling back into the daemon (whose objects
+  // may already be gone): events still pending are dropped.
+  ~Impl() {
+    on_event_ = nullptr;
+    on_changed_ = nullptr;
+    Detach();
+  }
 
   Status Adopt() {
     if (inert_) return Error(Errc::kFailedPrecondition, "supervisor is detached or stopping");
@@ -231,8 +240,9 @@ class Supervisor::Impl {
     return ref;
   }
 
+  // Without any log dir configured, output is discarded.
   std::string LogPath(const std::string& name) const {
-    return fs::Join(config_.log_dir, name + ".log");
+    return config_.log_dir.empty() ? "/dev/null" : fs::Join(config_.log_dir, name + ".log");
   }
 
   Readiness ReadinessFor(const v1::WorkloadSpec& spec) {
@@ -376,7 +386,7 @@ class Supervisor::Impl {
     e.mode = PlanMode(spec, e.resource_note, false, name, &req.cgroup_dir, &req.rlimit_as_bytes);
     e.has_cgroup = !req.cgroup_dir.empty();
 
-    auto made = fs::MakeDirs(config_.log_dir, 0750);
+    auto made = config_.log_dir.empty() ? OkStatus() : fs::MakeDirs(config_.log_dir, 0750);
     if (!made.ok()) {
       return e.machine.SpawnFailed("log dir: " + made.error().message(), false, now);
     }
@@ -501,7 +511,7 @@ class Supervisor::Impl {
         Readiness r = ReadinessFor(e.machine.spec());
         Drive(name, [&](WorkloadMachine& m) { return m.ReadinessChanged(r, now); });
       }
-      if (config_.log_max_bytes > 0) {
+      if (config_.log_max_bytes > 0 && !config_.log_dir.empty()) {
         auto rotated = RotateLogIfNeeded(LogPath(name), config_.log_max_bytes, config_.log_keep);
         if (!rotated.ok())
           log::Warn("workload ", name, ": log rotation: ", rotated.error().message());

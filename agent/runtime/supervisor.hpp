@@ -51,8 +51,10 @@ class io_context;
 namespace outpost::agent {
 
 struct RuntimeConfig {
-  std::string state_dir;                    // informational (records live in ProcessRecordStore)
-  std::string log_dir;                      // <log_dir>/<workload>.log; created if missing
+  std::string state_dir;  // the agent's state dir (records live in ProcessRecordStore)
+  // <log_dir>/<workload>.log, created if missing; empty: <state_dir>/logs
+  // (both empty: output is discarded).
+  std::string log_dir;
   std::uint64_t log_max_bytes = 10u << 20;  // rotate when a log grows past this
   int log_keep = 3;                         // keep <name>.log.1 .. .log_keep
   // Used when the agent runs as root and a spec has no `user`
@@ -139,7 +141,9 @@ class Supervisor {
   // destructor) delivers what is still pending synchronously.
   Supervisor(boost::asio::io_context& io, RuntimeConfig config, ProcessRecordStore& store,
              ProcessOps& ops, EventFn on_event, ChangedFn on_status_changed);
-  // Like Detach(): running workloads are left running.
+  // Like Detach() (running workloads are left running), except that nothing
+  // is called back: events still pending are dropped. Call Detach() or
+  // StopAll() first to have them delivered.
   ~Supervisor();
   Supervisor(const Supervisor&) = delete;
   Supervisor& operator=(const Supervisor&) = delete;

@@ -227,8 +227,11 @@ TEST_F(SupervisorTest, RestartAlwaysWithExitCodeAndBackoff) {
   auto st = *Get(*sup, "crasher");
   EXPECT_TRUE(st.has_exited());
   EXPECT_EQ(st.last_exit_code(), 3);
+  ASSERT_TRUE(RunUntil([&] {
+    return CountEvents(v1::EVENT_TYPE_WORKLOAD_RESTARTED, "crasher") >= 2 &&
+           LastEvent(v1::EVENT_TYPE_WORKLOAD_EXITED, "crasher");
+  }));
   const RuntimeEvent* exited = LastEvent(v1::EVENT_TYPE_WORKLOAD_EXITED, "crasher");
-  ASSERT_NE(exited, nullptr);
   EXPECT_EQ(exited->exit_code, 3);
   EXPECT_GE(CountEvents(v1::EVENT_TYPE_WORKLOAD_RESTARTED, "crasher"), 2);
   EXPECT_EQ(CountEvents(v1::EVENT_TYPE_WORKLOAD_STARTED, "crasher"), 1);
@@ -317,7 +320,11 @@ TEST_F(SupervisorTest, GracefulStopTermThenKillAfterGrace) {
   EXPECT_GE(took, milliseconds(300));
   EXPECT_FALSE(ProcessAlive(stubborn));
   EXPECT_FALSE(ProcessAlive(polite));
-  ASSERT_NE(LastEvent(v1::EVENT_TYPE_WORKLOAD_STOPPED, "stubborn"), nullptr);
+  // Events are delivered from the loop, after the status changed.
+  ASSERT_TRUE(RunUntil([&] {
+    return LastEvent(v1::EVENT_TYPE_WORKLOAD_STOPPED, "stubborn") &&
+           LastEvent(v1::EVENT_TYPE_WORKLOAD_STOPPED, "polite");
+  }));
   EXPECT_EQ(LastEvent(v1::EVENT_TYPE_WORKLOAD_STOPPED, "stubborn")->exit_code, -SIGKILL);
   EXPECT_EQ(LastEvent(v1::EVENT_TYPE_WORKLOAD_STOPPED, "polite")->exit_code, -SIGTERM);
   EXPECT_EQ(CountEvents(v1::EVENT_TYPE_WORKLOAD_EXITED, "polite"), 0);
@@ -337,7 +344,9 @@ TEST_F(SupervisorTest, EnvironmentAndGpuVariablesReachTheChild) {
   auto all = Shell("all", "env > " + dir_ / "out/all.env", v1::RESTART_POLICY_NEVER);
   all.mutable_gpus()->set_all(true);
   auto none = Shell("none", "env > " + dir_ / "out/none.env", v1::RESTART_POLICY_NEVER);
+  ::setenv("OUTPOST_TEST_SECRET", "x", 1);
   sup->Apply({one, all, none});
+  ::unsetenv("OUTPOST_TEST_SECRET");
   ASSERT_TRUE(RunUntil([&] {
     return IsState(*sup, "one", v1::WORKLOAD_STATE_STOPPED) &&
            IsState(*sup, "all", v1::WORKLOAD_STATE_STOPPED) &&
@@ -354,7 +363,6 @@ TEST_F(SupervisorTest, EnvironmentAndGpuVariablesReachTheChild) {
   std::string en = ReadFileOr(dir_ / "out/none.env");
   EXPECT_NE(en.find("NVIDIA_VISIBLE_DEVICES=void\n"), std::string::npos) << en;
   // The agent's own environment does not leak in.
-  ::setenv("OUTPOST_TEST_SECRET", "x", 1);
   EXPECT_EQ(en.find("OUTPOST_TEST_SECRET"), std::string::npos);
 }
 
@@ -573,8 +581,8 @@ TEST_F(SupervisorTest, AgentRestartReadoptsWorkloadWithoutRestartingIt) {
     return s && s->state() == v1::WORKLOAD_STATE_RUNNING && s->pid() != pid;
   }));
   EXPECT_EQ(Get(*sup, "survivor")->restarts(), 3u);
+  ASSERT_TRUE(RunUntil([&] { return LastEvent(v1::EVENT_TYPE_WORKLOAD_EXITED, "survivor"); }));
   const RuntimeEvent* exited = LastEvent(v1::EVENT_TYPE_WORKLOAD_EXITED, "survivor");
-  ASSERT_NE(exited, nullptr);
   EXPECT_EQ(exited->exit_code, -1);
   EXPECT_NE(exited->message.find("unknown"), std::string::npos);
   EXPECT_EQ(store.LoadAll()->at(0).pid, Get(*sup, "survivor")->pid());
