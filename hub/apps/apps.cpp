@@ -698,6 +698,16 @@ Check ConvertDocument(const json& doc, Application* app) {
   return std::nullopt;
 }
 
+// ConvertDocument with nlohmann's exceptions (which validated input should
+// never raise) turned into an error instead of crossing the module boundary.
+Check ConvertDocumentSafe(const json& doc, Application* app) {
+  try {
+    return ConvertDocument(doc, app);
+  } catch (const std::exception& e) {
+    return FieldError{"", std::string("cannot be processed: ") + e.what()};
+  }
+}
+
 Error MakeError(Errc code, int document, const std::string& name, const FieldError& fe,
                 ParseError* out) {
   if (out != nullptr) *out = ParseError{document, name, fe.field, fe.problem};
@@ -824,6 +834,42 @@ Status CheckNesting(std::string_view text, int max_depth) {
   return OkStatus();
 }
 
+// Strict UTF-8 (no overlongs, no surrogates, at most U+10FFFF): every string
+// must survive nlohmann's dump() and protobuf's string fields.
+bool IsValidUtf8(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    std::size_t extra = 0;
+    std::uint32_t cp = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      extra = 1;
+      cp = c & 0x1Fu;
+    } else if ((c & 0xF0) == 0xE0) {
+      extra = 2;
+      cp = c & 0x0Fu;
+    } else if ((c & 0xF8) == 0xF0) {
+      extra = 3;
+      cp = c & 0x07u;
+    } else {
+      return false;
+    }
+    if (i + extra >= s.size()) return false;
+    for (std::size_t k = 1; k <= extra; ++k) {
+      auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3Fu);
+    }
+    static constexpr std::uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[extra] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += extra + 1;
+  }
+  return true;
+}
+
 bool IsYamlNull(std::string_view s) {
   return s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL";
 }
@@ -930,6 +976,9 @@ Result<json> YamlToJson(const YAML::Node& node, int depth, YamlLimits* limits) {
     case YAML::NodeType::Scalar: {
       const std::string& tag = node.Tag();
       const std::string& text = node.Scalar();
+      if (!IsValidUtf8(text)) {
+        return Error(Errc::kInvalidArgument, MarkText(node.Mark()) + "text is not valid UTF-8");
+      }
       if (tag == "!" || tag == "tag:yaml.org,2002:str") return json(text);
       if (tag == "?" || tag.empty()) return ResolvePlainScalar(text);
       if (tag == "tag:yaml.org,2002:int") {
@@ -963,6 +1012,9 @@ Result<json> YamlToJson(const YAML::Node& node, int depth, YamlLimits* limits) {
                        MarkText(key.Mark()) + "mapping keys must be plain strings");
         }
         const std::string& k = key.Scalar();
+        if (!IsValidUtf8(k)) {
+          return Error(Errc::kInvalidArgument, MarkText(key.Mark()) + "key is not valid UTF-8");
+        }
         if (out.contains(k)) {
           return Error(Errc::kInvalidArgument,
                        MarkText(key.Mark()) + "duplicate key " + Describe(json(k)));
@@ -1117,7 +1169,7 @@ Result<std::vector<Application>> ParseApplications(std::string_view yaml, ParseE
       name = (*doc)["metadata"]["name"].get<std::string>();
     }
     Application app;
-    if (Check e = ConvertDocument(*doc, &app)) {
+    if (Check e = ConvertDocumentSafe(*doc, &app)) {
       return MakeError(Errc::kInvalidArgument, document, name, *e, error);
     }
     if (!names.insert(app.name).second) {
@@ -1147,7 +1199,7 @@ Result<Application> ApplicationFromCanonical(std::string_view name, std::string_
               {"metadata", {{"name", name}}},
               {"spec", std::move(spec)}};
   Application app;
-  if (Check e = ConvertDocument(doc, &app)) {
+  if (Check e = ConvertDocumentSafe(doc, &app)) {
     return MakeError(Errc::kCorrupt, 1, std::string(name), *e, nullptr);
   }
   return app;

@@ -369,6 +369,13 @@ TEST(ParseApplications, InputBounds) {
   EXPECT_EQ(syntax.error().code(), Errc::kInvalidArgument);
   EXPECT_EQ(detail.document, 0);
 
+  // Bytes that are not UTF-8 are refused, not carried into JSON or protobuf.
+  auto binary =
+      ParseApplications(App("a", "    - name: w\n      command: [\"/bin/\xff\xfe\"]\n"), &detail);
+  ASSERT_FALSE(binary.ok());
+  EXPECT_EQ(binary.error().code(), Errc::kInvalidArgument);
+  ParseOk(App("a", "    - name: w\n      command: [/bin/echo, \"caf\xc3\xa9 \\u2603\"]\n"));
+
   auto empty = ParseApplications("---\n", &detail);
   ASSERT_FALSE(empty.ok());
   EXPECT_EQ(empty.error().code(), Errc::kInvalidArgument);
