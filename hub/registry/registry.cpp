@@ -1,7 +1,9 @@
 #include "hub/registry/registry.hpp"
 
 #include <algorithm>
+#include <functional>
 #include <limits>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -192,6 +194,44 @@ std::string SanitizeName(std::string_view requested, std::size_t max) {
   return out;
 }
 
+// The transaction of one Registry operation: its own IMMEDIATE transaction,
+// or, inside Registry::Batch, a savepoint of the batch's transaction (so a
+// failed operation undoes only its own writes).
+class TxScope {
+ public:
+  static Result<TxScope> Open(store::Database& db) {
+    if (db.InTransaction()) {
+      OUTPOST_TRY(db.Exec("SAVEPOINT registry_op"));
+      return TxScope(&db, std::nullopt);
+    }
+    OUTPOST_ASSIGN_OR_RETURN(store::Transaction tx, db.Begin(store::TxMode::kImmediate));
+    return TxScope(&db, std::move(tx));
+  }
+  TxScope(TxScope&& other) noexcept
+      : db_(std::exchange(other.db_, nullptr)), tx_(std::move(other.tx_)) {}
+  TxScope& operator=(TxScope&&) = delete;
+  TxScope(const TxScope&) = delete;
+  TxScope& operator=(const TxScope&) = delete;
+  ~TxScope() {
+    if (db_ != nullptr && !tx_.has_value()) {
+      (void)db_->Exec("ROLLBACK TO registry_op");
+      (void)db_->Exec("RELEASE registry_op");
+    }
+  }
+
+  Status Commit() {
+    store::Database* db = std::exchange(db_, nullptr);
+    if (tx_.has_value()) return tx_->Commit();
+    return db->Exec("RELEASE registry_op");
+  }
+
+ private:
+  TxScope(store::Database* db, std::optional<store::Transaction> tx)
+      : db_(db), tx_(std::move(tx)) {}
+  store::Database* db_ = nullptr;
+  std::optional<store::Transaction> tx_;
+};
+
 }  // namespace
 
 std::string_view TokenErrorId(const Error& error) {
@@ -258,6 +298,15 @@ Result<std::unique_ptr<Registry>> Registry::Open(const std::string& path, const 
     registry->impl_->apps.emplace(std::move(name), std::move(app));
   }
   return registry;
+}
+
+Status Registry::Batch(const std::function<Status()>& body) {
+  if (db_->InTransaction()) {
+    return Error(Errc::kFailedPrecondition, "registry batches do not nest");
+  }
+  OUTPOST_ASSIGN_OR_RETURN(store::Transaction tx, db_->Begin(store::TxMode::kImmediate));
+  OUTPOST_TRY(body());
+  return tx.Commit();
 }
 
 // ---------------------------------------------------------------------------
@@ -369,7 +418,7 @@ Result<Labels> ConsumeTokenInTx(store::Database& db, std::string_view token, Uni
 }  // namespace
 
 Result<Labels> Registry::ConsumeToken(std::string_view token, UnixMs now) {
-  OUTPOST_ASSIGN_OR_RETURN(auto tx, db_->Begin(store::TxMode::kImmediate));
+  OUTPOST_ASSIGN_OR_RETURN(auto tx, TxScope::Open(*db_));
   OUTPOST_ASSIGN_OR_RETURN(Labels labels, ConsumeTokenInTx(*db_, token, now));
   OUTPOST_TRY(tx.Commit());
   return labels;
@@ -560,7 +609,7 @@ void SortMutation(Mutation* mutation) {
 // Devices
 
 Result<Registry::Enrollment> Registry::EnrollDevice(const EnrollRequest& request, UnixMs now) {
-  OUTPOST_ASSIGN_OR_RETURN(auto tx, db_->Begin(store::TxMode::kImmediate));
+  OUTPOST_ASSIGN_OR_RETURN(auto tx, TxScope::Open(*db_));
   OUTPOST_ASSIGN_OR_RETURN(Labels token_labels, ConsumeTokenInTx(*db_, request.token, now));
   Labels labels = request.labels;
   for (const auto& [k, v] : token_labels)
@@ -605,7 +654,7 @@ Status Registry::SetDeviceCertificate(std::string_view id, std::string_view seri
   if (serial_hex.empty() || serial_hex.size() > 64) {
     return Error(Errc::kInvalidArgument, "certificate serial must be 1-64 hex digits");
   }
-  OUTPOST_ASSIGN_OR_RETURN(auto tx, db_->Begin(store::TxMode::kImmediate));
+  OUTPOST_ASSIGN_OR_RETURN(auto tx, TxScope::Open(*db_));
   OUTPOST_ASSIGN_OR_RETURN(
       auto st,
       db_->Prepare("UPDATE devices SET cert_serial = ?, cert_not_after_ms = ? WHERE id = ?"));
@@ -679,7 +728,7 @@ Result<std::vector<Device>> Registry::ListDevices() {
 
 Result<Mutation> Registry::SetLabels(std::string_view id, const Labels& labels, UnixMs now) {
   OUTPOST_TRY(apps::ValidateLabels(labels));
-  OUTPOST_ASSIGN_OR_RETURN(auto tx, db_->Begin(store::TxMode::kImmediate));
+  OUTPOST_ASSIGN_OR_RETURN(auto tx, TxScope::Open(*db_));
   RegistryOps ops{*db_, options_, impl_->apps};
   OUTPOST_ASSIGN_OR_RETURN(Labels current, ops.ActiveDeviceLabels(id));
   Mutation mutation;
@@ -692,7 +741,7 @@ Result<Mutation> Registry::SetLabels(std::string_view id, const Labels& labels, 
 
 Result<Mutation> Registry::EditLabels(std::string_view id, std::span<const std::string> edits,
                                       UnixMs now) {
-  OUTPOST_ASSIGN_OR_RETURN(auto tx, db_->Begin(store::TxMode::kImmediate));
+  OUTPOST_ASSIGN_OR_RETURN(auto tx, TxScope::Open(*db_));
   RegistryOps ops{*db_, options_, impl_->apps};
   OUTPOST_ASSIGN_OR_RETURN(Labels labels, ops.ActiveDeviceLabels(id));
   Labels before = labels;
@@ -734,7 +783,7 @@ Result<std::vector<std::string>> DeviceSerials(store::Database& db, std::string_
 }  // namespace
 
 Result<std::vector<std::string>> Registry::RevokeDevice(std::string_view id, UnixMs now) {
-  OUTPOST_ASSIGN_OR_RETURN(auto tx, db_->Begin(store::TxMode::kImmediate));
+  OUTPOST_ASSIGN_OR_RETURN(auto tx, TxScope::Open(*db_));
   OUTPOST_ASSIGN_OR_RETURN(auto exists, db_->Prepare("SELECT 1 FROM devices WHERE id = ?"));
   OUTPOST_ASSIGN_OR_RETURN(bool row, exists.Bind(1, id).Step());
   if (!row) return NoDevice(id);
@@ -755,7 +804,7 @@ Result<std::vector<std::string>> Registry::RevokeDevice(std::string_view id, Uni
 }
 
 Result<std::vector<std::string>> Registry::DeleteDevice(std::string_view id) {
-  OUTPOST_ASSIGN_OR_RETURN(auto tx, db_->Begin(store::TxMode::kImmediate));
+  OUTPOST_ASSIGN_OR_RETURN(auto tx, TxScope::Open(*db_));
   OUTPOST_ASSIGN_OR_RETURN(auto certs,
                            db_->Prepare("UPDATE certificates SET revoked = 1 WHERE device_id = ?"));
   OUTPOST_TRY(certs.Bind(1, id).ExecDone());
@@ -780,7 +829,7 @@ Result<std::vector<std::string>> Registry::RevokedSerials() {
 }
 
 Status Registry::UpdateFacts(std::string_view id, const v1::DeviceFacts& facts, UnixMs now) {
-  OUTPOST_ASSIGN_OR_RETURN(auto tx, db_->Begin(store::TxMode::kImmediate));
+  OUTPOST_ASSIGN_OR_RETURN(auto tx, TxScope::Open(*db_));
   OUTPOST_ASSIGN_OR_RETURN(auto touch,
                            db_->Prepare("UPDATE devices SET last_seen_ms = max(last_seen_ms, ?) "
                                         "WHERE id = ? AND revoked = 0"));
@@ -798,6 +847,9 @@ Status Registry::UpdateFacts(std::string_view id, const v1::DeviceFacts& facts, 
 
 Result<ApplyResult> Registry::ApplyApplications(std::vector<apps::Application> applications,
                                                 UnixMs now) {
+  if (db_->InTransaction()) {
+    return Error(Errc::kFailedPrecondition, "applications cannot change inside a registry batch");
+  }
   std::set<std::string> seen;
   for (const apps::Application& app : applications) {
     if (!seen.insert(app.name).second) {
@@ -822,7 +874,7 @@ Result<ApplyResult> Registry::ApplyApplications(std::vector<apps::Application> a
   }
   if (changed_names.empty()) return result;
 
-  OUTPOST_ASSIGN_OR_RETURN(auto tx, db_->Begin(store::TxMode::kImmediate));
+  OUTPOST_ASSIGN_OR_RETURN(auto tx, TxScope::Open(*db_));
   OUTPOST_ASSIGN_OR_RETURN(
       auto upsert,
       db_->Prepare("INSERT INTO applications(name, spec_json, content_hash, created_ms, "
@@ -850,13 +902,16 @@ Result<ApplyResult> Registry::ApplyApplications(std::vector<apps::Application> a
 }
 
 Result<Mutation> Registry::DeleteApplication(std::string_view name, UnixMs now) {
+  if (db_->InTransaction()) {
+    return Error(Errc::kFailedPrecondition, "applications cannot change inside a registry batch");
+  }
   auto it = impl_->apps.find(name);
   if (it == impl_->apps.end()) {
     return Error(Errc::kNotFound, "no application \"" + std::string(name) + "\"");
   }
   std::map<std::string, apps::Application, std::less<>> next = impl_->apps;
   next.erase(std::string(name));
-  OUTPOST_ASSIGN_OR_RETURN(auto tx, db_->Begin(store::TxMode::kImmediate));
+  OUTPOST_ASSIGN_OR_RETURN(auto tx, TxScope::Open(*db_));
   OUTPOST_ASSIGN_OR_RETURN(auto del, db_->Prepare("DELETE FROM applications WHERE name = ?"));
   OUTPOST_TRY(del.Bind(1, name).ExecDone());
   RegistryOps ops{*db_, options_, next};
@@ -1026,7 +1081,7 @@ Result<Mutation> Registry::EnsureGenerationAbove(std::string_view id,
     return Error(Errc::kInvalidArgument,
                  "reported generation " + std::to_string(reported_generation) + " is too large");
   }
-  OUTPOST_ASSIGN_OR_RETURN(auto tx, db_->Begin(store::TxMode::kImmediate));
+  OUTPOST_ASSIGN_OR_RETURN(auto tx, TxScope::Open(*db_));
   OUTPOST_ASSIGN_OR_RETURN(
       auto st, db_->Prepare("SELECT generation, render_hash, document FROM desired WHERE "
                             "device_id = ?"));
@@ -1060,7 +1115,7 @@ Result<Mutation> Registry::EnsureGenerationAbove(std::string_view id,
 
 Result<ReportOutcome> Registry::RecordReport(std::string_view id, const v1::ReportedState& report,
                                              UnixMs now) {
-  OUTPOST_ASSIGN_OR_RETURN(auto tx, db_->Begin(store::TxMode::kImmediate));
+  OUTPOST_ASSIGN_OR_RETURN(auto tx, TxScope::Open(*db_));
   OUTPOST_ASSIGN_OR_RETURN(
       auto st, db_->Prepare("SELECT d.revoked, d.report_seq, COALESCE(x.generation, 0) FROM "
                             "devices d LEFT JOIN desired x ON x.device_id = d.id WHERE d.id = ?"));
@@ -1146,7 +1201,7 @@ Result<EventsOutcome> Registry::RecordEvents(std::string_view id, const v1::Even
                  "event batch has " + std::to_string(batch.events_size()) + " events, more than " +
                      std::to_string(kMaxEventsPerBatch));
   }
-  OUTPOST_ASSIGN_OR_RETURN(auto tx, db_->Begin(store::TxMode::kImmediate));
+  OUTPOST_ASSIGN_OR_RETURN(auto tx, TxScope::Open(*db_));
   OUTPOST_ASSIGN_OR_RETURN(
       auto st, db_->Prepare("SELECT d.revoked, d.contiguous_mark, COALESCE(x.generation, 0) FROM "
                             "devices d LEFT JOIN desired x ON x.device_id = d.id WHERE d.id = ?"));

@@ -35,6 +35,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -324,6 +325,18 @@ class Registry {
   Result<std::uint64_t> EventCount(std::string_view id);
   Result<std::vector<StoredEvent>> ListEvents(std::string_view id, std::uint64_t after_seq,
                                               std::size_t limit);
+
+  // ---- Batching -----------------------------------------------------------
+  // Runs `body` inside one IMMEDIATE transaction: every Registry call made in
+  // it joins that transaction (each as a savepoint, so a call that fails
+  // undoes only its own writes), and the whole batch costs one commit (one
+  // fsync) instead of one per call. For the broker ingest: drain N reports,
+  // events and presence messages in one Batch. `body` returning an error
+  // rolls back everything. Mutations returned inside the batch (e.g. by
+  // EnsureGenerationAbove) are durable only once Batch returned ok: publish
+  // them after that. ApplyApplications and DeleteApplication refuse to run in
+  // a batch (kFailedPrecondition); batches do not nest.
+  Status Batch(const std::function<Status()>& body);
 
   store::Database& database() { return *db_; }
 

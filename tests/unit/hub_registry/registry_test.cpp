@@ -825,6 +825,43 @@ TEST_F(RegistryTest, EventsDuplicatesGapsAndFloor) {
   EXPECT_EQ(*registry_->EventCount(a), 0u);
 }
 
+TEST_F(RegistryTest, BatchCommitsTogetherAndIsolatesFailedCalls) {
+  std::string a = Enroll("a", {});
+  std::string b = Enroll("b", {});
+  Status batch = registry_->Batch([&]() -> Status {
+    v1::ReportedState report;
+    report.set_report_seq(1);
+    report.set_observed_generation(1);
+    OUTPOST_TRY(registry_->RecordReport(a, report, kNow));
+    OUTPOST_TRY(registry_->RecordEvents(a, Batch({1, 2}), kNow));
+    OUTPOST_TRY(registry_->SetPresence(b, true, kNow));
+    // A failing call inside the batch fails alone.
+    EXPECT_EQ(registry_->RecordEvents("nosuch", Batch({1}), kNow).error().code(), Errc::kNotFound);
+    EXPECT_FALSE(registry_->EditLabels(b, std::vector<std::string>{"bad"}, kNow).ok());
+    EXPECT_EQ(registry_->ApplyApplications(Parse(App("x", "{}")), kNow).error().code(),
+              Errc::kFailedPrecondition);
+    EXPECT_EQ(registry_->Batch([] { return OkStatus(); }).error().code(),
+              Errc::kFailedPrecondition);
+    return OkStatus();
+  });
+  ASSERT_TRUE(batch.ok()) << batch.error().message();
+  EXPECT_EQ(registry_->GetDevice(a)->report_seq, 1u);
+  EXPECT_EQ(*registry_->ContiguousMark(a), 2u);
+  EXPECT_TRUE(registry_->GetDevice(b)->online);
+
+  // A batch whose body fails leaves nothing behind.
+  Status failed = registry_->Batch([&]() -> Status {
+    OUTPOST_TRY(registry_->RecordEvents(a, Batch({3}), kNow));
+    OUTPOST_TRY(registry_->SetPresence(b, false, kNow));
+    return Error(Errc::kInternal, "stop");
+  });
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(*registry_->ContiguousMark(a), 2u);
+  EXPECT_TRUE(registry_->GetDevice(b)->online);
+  // And the connection is usable again afterwards.
+  EXPECT_EQ(registry_->RecordEvents(a, Batch({3}), kNow)->contiguous_mark, 3u);
+}
+
 // ---------------------------------------------------------------------------
 // Rollout
 
