@@ -24,13 +24,14 @@ using nlohmann::json;
 constexpr std::size_t kMaxYamlNodes = 200000;  // after alias expansion
 constexpr std::size_t kMaxCommandArgs = 1024;
 constexpr std::size_t kMaxEnvVars = 1024;
-constexpr std::size_t kMaxDevices = 256;
+constexpr std::size_t kMaxDevices = 64;  // the agent's limits (agent/sync/validate.cpp)
+constexpr std::size_t kMaxArgBytes = 64 * 1024;
 constexpr std::size_t kMaxPathLength = 4096;
 constexpr std::size_t kMaxOverrides = 256;
 constexpr std::size_t kMaxPatches = 256;
-constexpr std::int64_t kMaxGpus = 1024;
+constexpr std::int64_t kMaxGpus = 64;
 constexpr std::int64_t kMaxMemoryMiB = 1 << 24;  // 16 TiB
-constexpr double kMaxCpus = 4096;
+constexpr double kMaxCpus = 1024;
 constexpr std::int64_t kMaxStopGraceSeconds = 3600;
 
 // A validation problem: where and what.
@@ -239,6 +240,10 @@ Check ConvertWorkload(const json& w, std::string_view app, const std::string& f,
     std::optional<std::string> arg = ScalarText(command[i]);
     if (!arg) return FieldError{Index(Join(f, "command"), i), "must be a string"};
     if (HasNul(*arg)) return FieldError{Index(Join(f, "command"), i), "contains a NUL character"};
+    if (arg->size() > kMaxArgBytes) {
+      return FieldError{Index(Join(f, "command"), i),
+                        "is longer than " + std::to_string(kMaxArgBytes) + " bytes"};
+    }
     if (i == 0 && arg->empty()) {
       return FieldError{Index(Join(f, "command"), i), "must not be empty (the program)"};
     }
@@ -1274,8 +1279,28 @@ RenderedDevice RenderDevice(const Labels& labels,
   std::sort(matching.begin(), matching.end(),
             [](const Application* a, const Application* b) { return a->name < b->name; });
   RenderedDevice out;
-  for (const Application* app : matching)
-    RenderApp(*app, labels, &out);
+  for (const Application* app : matching) {
+    std::size_t before = out.workloads.size();
+    if (before + app->base_workloads.size() > kMaxDeviceWorkloads) {
+      out.warnings.push_back(app->name + ": skipped: the device would run more than " +
+                             std::to_string(kMaxDeviceWorkloads) + " workloads");
+      continue;
+    }
+    try {
+      RenderApp(*app, labels, &out);
+      if (out.workloads.size() > kMaxDeviceWorkloads) {
+        out.workloads.resize(before);
+        out.app_hashes.erase(app->name);
+        out.warnings.push_back(app->name + ": skipped: the device would run more than " +
+                               std::to_string(kMaxDeviceWorkloads) + " workloads");
+      }
+    } catch (const std::exception& e) {
+      // Not expected for validated applications; never let it escape.
+      out.workloads.resize(before);
+      out.app_hashes.erase(app->name);
+      out.warnings.push_back(app->name + ": skipped: " + e.what());
+    }
+  }
   std::string acc;
   HashWorkloads(acc, out.workloads);
   out.hash = crypto::Sha256Hex(acc);

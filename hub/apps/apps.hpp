@@ -14,9 +14,9 @@
 //         command: [<string>, ...]              # non-empty
 //         env: {NAME: value}                    # names [A-Za-z_][A-Za-z0-9_]*
 //         restartPolicy: Always|OnFailure|Never # default Always
-//         devices: [/dev/...]                   # absolute, under /dev, no ".."
-//         gpus: 0 | N | all
-//         resources: {memoryMiB: int>0, cpus: number>0}
+//         devices: [/dev/...]                   # absolute, under /dev, no ".."; <= 64
+//         gpus: 0 | N | all                     # N <= 64
+//         resources: {memoryMiB: int>0, cpus: number>0}  # cpus <= 1024
 //         workingDir: <absolute path>
 //         user: <name or uid>
 //         stopGraceSeconds: 0..3600             # Outpost extension (WorkloadSpec field 13)
@@ -71,6 +71,9 @@ inline constexpr std::size_t kMaxManifestBytes = 1 << 20;
 inline constexpr int kMaxNestingDepth = 32;        // YAML/JSON nesting levels
 inline constexpr std::size_t kMaxDocuments = 256;  // EdgeApplications per manifest
 inline constexpr std::size_t kMaxWorkloads = 64;   // per application
+// Per device document (the agent refuses more). RenderDevice skips, with a
+// warning, the applications (in name order) that would go past it.
+inline constexpr std::size_t kMaxDeviceWorkloads = 256;
 
 using Labels = std::map<std::string, std::string>;
 

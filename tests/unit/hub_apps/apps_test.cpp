@@ -246,6 +246,11 @@ TEST(ParseApplications, WorkloadFieldErrors) {
   ExpectFieldError(w(cmd + "      gpus: -1\n"), 1, "spec.workloads[0].gpus");
   ExpectFieldError(w(cmd + "      gpus: some\n"), 1, "spec.workloads[0].gpus");
   ExpectFieldError(w(cmd + "      gpus: 1.5\n"), 1, "spec.workloads[0].gpus");
+  ExpectFieldError(w(cmd + "      gpus: 65\n"), 1, "spec.workloads[0].gpus");
+  ExpectFieldError(w(cmd + "      resources: {cpus: 1025}\n"), 1,
+                   "spec.workloads[0].resources.cpus");
+  ExpectFieldError(w("      command: [/bin/echo, " + std::string(70000, 'x') + "]\n"), 1,
+                   "spec.workloads[0].command[1]");
   ExpectFieldError(w(cmd + "      resources: {memoryMiB: 0}\n"), 1,
                    "spec.workloads[0].resources.memoryMiB");
   ExpectFieldError(w(cmd + "      resources: {memoryMiB: 1.5}\n"), 1,
@@ -555,6 +560,25 @@ TEST(RenderDevice, ConflictingOverridesAreSkippedWithAWarning) {
   RenderedDevice debug = RenderDevice({{"debug", "b"}}, apps);
   ASSERT_EQ(debug.workloads.size(), 2u);
   EXPECT_EQ(debug.workloads[1].env().at("DEBUG"), "1");
+}
+
+TEST(RenderDevice, CapsTheWorkloadsOfOneDevice) {
+  std::string yaml;
+  for (char app = 'a'; app <= 'e'; ++app) {
+    std::string workloads;
+    for (std::size_t i = 0; i < kMaxWorkloads; ++i) {
+      workloads += "    - name: w" + std::to_string(i) + "\n      command: [/bin/true]\n";
+    }
+    yaml += App(std::string(1, app), workloads) + "---\n";
+  }
+  auto apps = ParseOk(yaml);
+  ASSERT_EQ(apps.size(), 5u);
+  RenderedDevice out = RenderDevice({}, apps);
+  EXPECT_EQ(out.workloads.size(), kMaxDeviceWorkloads);
+  EXPECT_EQ(out.workloads.back().app(), "d");
+  EXPECT_FALSE(out.app_hashes.contains("e"));
+  ASSERT_EQ(out.warnings.size(), 1u);
+  EXPECT_TRUE(out.warnings[0].starts_with("e: ")) << out.warnings[0];
 }
 
 TEST(WorkloadFromJson, ValidatesPatchedForms) {
