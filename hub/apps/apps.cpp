@@ -427,10 +427,6 @@ Check ConvertWorkloads(const json& workloads, std::string_view app, const std::s
 // ---------------------------------------------------------------------------
 // JSON Pointer and patches
 
-struct PointerError {
-  std::string problem;
-};
-
 Result<std::vector<std::string>> ParsePointer(std::string_view path) {
   std::vector<std::string> tokens;
   if (path.empty()) return tokens;
