@@ -271,7 +271,12 @@ std::string RenderStatus(const nlohmann::json& j, std::int64_t now_ms, bool colo
     o << "no workloads\n";
     return o.str();
   }
-  o << (color ? kDim : "") << std::left << std::setw(20) << "WORKLOAD" << std::setw(10) << "STATE"
+  std::size_t name_width = 10;
+  for (const auto& w : *wl)
+    name_width = std::max(name_width, Str(w, "name").size() + 2);
+  name_width = std::min<std::size_t>(name_width, 48);
+  const int nw = static_cast<int>(name_width);
+  o << (color ? kDim : "") << std::left << std::setw(nw) << "WORKLOAD" << std::setw(10) << "STATE"
     << std::setw(9) << "PID" << std::setw(10) << "RESTARTS" << std::setw(9) << "UPTIME"
     << std::setw(10) << "LIMITS"
     << "MESSAGE" << (color ? kReset : "") << "\n";
@@ -292,7 +297,8 @@ std::string RenderStatus(const nlohmann::json& j, std::int64_t now_ms, bool colo
       message = message.empty() ? exit : message + " (" + exit + ")";
     }
     std::string name = Str(w, "name");
-    o << std::left << std::setw(20) << (name.size() > 19 ? name.substr(0, 18) + "~" : name);
+    o << std::left << std::setw(nw)
+      << (name.size() > name_width - 1 ? name.substr(0, name_width - 2) + "~" : name);
     std::string padded = st;
     padded.resize(std::max<std::size_t>(st.size(), 10), ' ');
     o << Paint(padded, sc, color) << std::setw(9) << pid << std::setw(10)

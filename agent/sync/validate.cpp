@@ -54,25 +54,35 @@ bool ValidAbsolutePath(std::string_view path) {
 }
 
 Error Bad(const outpost::v1::WorkloadSpec& spec, const std::string& what) {
-  std::string name = spec.name().size() <= 63 ? spec.name() : spec.name().substr(0, 63) + "...";
+  std::string name = spec.name().size() <= kMaxWorkloadNameBytes
+                         ? spec.name()
+                         : spec.name().substr(0, kMaxWorkloadNameBytes) + "...";
   return Error(Errc::kInvalidArgument, "workload \"" + name + "\": " + what);
 }
 
 }  // namespace
 
 bool ValidWorkloadName(std::string_view name) {
-  if (name.empty() || name.size() > 63) return false;
+  if (name.empty() || name.size() > kMaxWorkloadNameBytes) return false;
   auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
-  if (!alnum(name.front()) || !alnum(name.back())) return false;
-  for (char c : name) {
-    if (!alnum(c) && c != '-') return false;
+  std::size_t start = 0;
+  while (start <= name.size()) {
+    std::size_t dot = name.find('.', start);
+    if (dot == std::string_view::npos) dot = name.size();
+    std::string_view label = name.substr(start, dot - start);
+    if (label.empty() || label.size() > 63 || !alnum(label.front()) || !alnum(label.back()))
+      return false;
+    for (char c : label) {
+      if (!alnum(c) && c != '-') return false;
+    }
+    start = dot + 1;
   }
   return true;
 }
 
 Status ValidateWorkload(const outpost::v1::WorkloadSpec& spec) {
   if (!ValidWorkloadName(spec.name()))
-    return Bad(spec, "name must be a DNS label (1-63 of a-z, 0-9, '-')");
+    return Bad(spec, "name must be DNS labels joined by dots (a-z, 0-9, '-'; at most 127)");
   switch (spec.kind()) {
     case outpost::v1::WORKLOAD_KIND_UNSPECIFIED:
     case outpost::v1::WORKLOAD_KIND_PROCESS:

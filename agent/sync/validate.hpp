@@ -11,8 +11,12 @@
 namespace outpost::agent::sync {
 
 inline constexpr std::size_t kMaxWorkloads = 256;
+inline constexpr std::size_t kMaxWorkloadNameBytes = 127;
 
-// A DNS label: 1..63 of [a-z0-9-], starting and ending alphanumeric.
+// The hub names workloads "<application>.<workload>": one or more DNS labels
+// (1..63 of [a-z0-9-], starting and ending alphanumeric) joined by dots, at
+// most 127 characters. No '/', no "." or ".." component: names become file
+// and cgroup names.
 bool ValidWorkloadName(std::string_view name);
 
 // Checks one spec; the message names the workload and the field:

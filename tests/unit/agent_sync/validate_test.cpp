@@ -32,6 +32,15 @@ TEST(Validate, WorkloadNames) {
   EXPECT_FALSE(ValidWorkloadName("a_b"));
   EXPECT_FALSE(ValidWorkloadName("../x"));
   EXPECT_FALSE(ValidWorkloadName(std::string(64, 'a')));
+  // The hub's "<application>.<workload>".
+  EXPECT_TRUE(ValidWorkloadName("store-vision.camera-ingest"));
+  EXPECT_TRUE(ValidWorkloadName(std::string(63, 'a') + "." + std::string(63, 'b')));
+  EXPECT_FALSE(ValidWorkloadName(std::string(63, 'a') + "." + std::string(64, 'b')));
+  EXPECT_FALSE(ValidWorkloadName(".a"));
+  EXPECT_FALSE(ValidWorkloadName("a."));
+  EXPECT_FALSE(ValidWorkloadName("a..b"));
+  EXPECT_FALSE(ValidWorkloadName(".."));
+  EXPECT_FALSE(ValidWorkloadName("a/b"));
 }
 
 TEST(Validate, RefusesBadFieldsNamingTheWorkload) {
