@@ -181,9 +181,9 @@ void DeviceIngest::HandleEvents(const DeviceMessage& message) {
 }
 
 void DeviceIngest::HandlePresence(const DeviceMessage& message) {
-  // An empty retained message clears the topic (the hub does that when it
-  // deletes a device); it says nothing about the device.
-  if (message.payload.empty()) return;
+  // Presence{online=false} with every other field at its default serializes
+  // to zero bytes, so an empty payload is "offline" (the hub's own clearing of
+  // a deleted or revoked device's topic then finds no live device: dropped).
   outpost::v1::Presence presence;
   if (!presence.ParseFromString(message.payload)) {
     stats_->Count(Drop::kUnparseable);

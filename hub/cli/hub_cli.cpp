@@ -143,12 +143,14 @@ int Serve(const std::vector<std::string>& args, std::ostream& err) {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  sigset_t previous;
+  pthread_sigmask(SIG_BLOCK, &set, &previous);
   // A peer closing a socket must not kill the process.
   ::signal(SIGPIPE, SIG_IGN);
 
   auto hub = server::Hub::Start(options);
   if (!hub.ok()) {
+    pthread_sigmask(SIG_SETMASK, &previous, nullptr);
     err << "outpost-hub serve: " << hub.error().message() << "\n";
     return 1;
   }

@@ -4,12 +4,14 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include <array>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <limits>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -69,6 +71,10 @@ struct Shared {
   asio::ssl::context ssl{asio::ssl::context::tls_server};
   std::atomic<std::size_t> open{0};
   std::atomic<bool> stopped{false};
+  // Where answers from other threads are posted; null once the server is
+  // stopped, so a handler that answers late (or never) is harmless.
+  std::mutex io_mu;
+  asio::io_context* io = nullptr;
 };
 
 struct HttpsServer::Impl {
@@ -124,7 +130,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void ReadHeader(std::chrono::milliseconds timeout) {
     parser_.emplace();
     parser_->header_limit(kHeaderLimit);
-    parser_->body_limit(kMaxManifestBodyBytes);
+    // No limit while the header is read (Beast would check Content-Length
+    // against it there); OnHeader sets the one for this path.
+    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
     beast::get_lowest_layer(stream_).expires_after(timeout);
     bhttp::async_read_header(
         stream_, buffer_, *parser_,
@@ -156,6 +164,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     const std::size_t limit = BodyLimitFor(std::string(req.method_string()), path);
     if (auto length = parser_->content_length(); length && *length > limit) {
+      drain_ = true;
       return Reply(TooLarge(limit), true);
     }
     parser_->body_limit(limit);
@@ -171,7 +180,10 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void OnBody(beast::error_code ec, std::size_t limit) {
-    if (ec == bhttp::error::body_limit) return Reply(TooLarge(limit), true);
+    if (ec == bhttp::error::body_limit) {
+      drain_ = true;
+      return Reply(TooLarge(limit), true);
+    }
     if (ec) {
       if (ec == beast::error::timeout || ec == asio::error::operation_aborted) return Close();
       return Reply(JsonError(400, "bad_request", "The request is not valid HTTP."), true);
@@ -201,11 +213,17 @@ class Session : public std::enable_shared_from_this<Session> {
       self->Reply(JsonError(503, "unavailable", "The hub did not answer in time; try again."),
                   true);
     });
-    auto self = shared_from_this();
-    auto executor = stream_.get_executor();
-    server_->handler->Handle(std::move(request), [self, executor, id](HttpResponse response) {
-      asio::post(executor, [self, id, response = std::move(response)]() mutable {
-        if (self->answered_ == id) return;  // timed out meanwhile
+    // The answer holds the session weakly (the handler timer keeps it alive
+    // meanwhile), so an answer that comes after the server stopped, or never,
+    // holds nothing of the server.
+    std::weak_ptr<Session> weak = shared_from_this();
+    std::shared_ptr<Shared> shared = server_;
+    server_->handler->Handle(std::move(request), [weak, shared, id](HttpResponse response) {
+      std::lock_guard lock(shared->io_mu);
+      if (shared->io == nullptr) return;
+      asio::post(*shared->io, [weak, id, response = std::move(response)]() mutable {
+        auto self = weak.lock();
+        if (!self || self->answered_ == id) return;  // gone, or timed out meanwhile
         self->answered_ = id;
         self->handler_timer_.cancel();
         self->Reply(std::move(response), false);
@@ -232,6 +250,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void OnWrite(beast::error_code ec) {
     if (ec) return Close();
+    if (drain_) return Drain();
     if (!keep_alive_) {
       beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(2));
       stream_.async_shutdown([self = shared_from_this()](beast::error_code) { self->Close(); });
@@ -239,6 +258,22 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     ReadHeader(server_->options.idle_timeout);
   }
+
+  // After a 413 sent before the body was read: read and discard what the
+  // client still sends (bounded in bytes and time) instead of resetting the
+  // connection under it, so it gets to read the answer.
+  void Drain() {
+    if (drained_ >= kDrainLimit) return Close();
+    beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(5));
+    stream_.async_read_some(asio::buffer(scratch_),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                              if (ec) return self->Close();
+                              self->drained_ += n;
+                              self->Drain();
+                            });
+  }
+
+  static constexpr std::size_t kDrainLimit = 8u << 20;
 
   beast::ssl_stream<beast::tcp_stream> stream_;
   std::shared_ptr<Shared> server_;
@@ -249,6 +284,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string peer_cert_pem_;
   std::string remote_;
   bool keep_alive_ = false;
+  bool drain_ = false;
+  std::size_t drained_ = 0;
+  std::array<char, 16384> scratch_{};
   std::uint64_t request_id_ = 0;
   std::uint64_t answered_ = 0;
 };
@@ -321,6 +359,7 @@ Result<std::unique_ptr<HttpsServer>> HttpsServer::Start(const HttpsServerOptions
     return Error(Errc::kUnavailable, "listening on " + options.listen_address + ":" +
                                          std::to_string(options.port) + ": " + e.code().message());
   }
+  impl->shared->io = &impl->io;
   impl->Accept();
   impl->thread = std::thread([raw = impl.get()] {
     for (;;) {
@@ -357,6 +396,8 @@ void HttpsServer::Stop() {
   // With the acceptor and every socket closed, the pending operations finish
   // with errors and run() returns on its own.
   if (impl->thread.joinable()) impl->thread.join();
+  std::lock_guard lock(impl->shared->io_mu);
+  impl->shared->io = nullptr;
 }
 
 }  // namespace outpost::hub::server
