@@ -249,7 +249,9 @@ std::string RenderStatus(const nlohmann::json& j, std::int64_t now_ms, bool colo
       v += " (" + std::to_string(Int(j, "outboxDroppedTotal")) + " dropped when full)";
     row("Outbox", v);
   }
-  if (Int(j, "staleDocuments") + Int(j, "duplicateDocuments") + Int(j, "rejectedDocuments") > 0) {
+  // Duplicates are normal (the retained document arrives again on every
+  // reconnect); stale or rejected documents are worth a line.
+  if (Int(j, "staleDocuments") + Int(j, "rejectedDocuments") > 0) {
     row("Documents", std::to_string(Int(j, "staleDocuments")) + " stale, " +
                          std::to_string(Int(j, "duplicateDocuments")) + " duplicate, " +
                          std::to_string(Int(j, "rejectedDocuments")) + " rejected");

@@ -56,7 +56,7 @@ CREATE TABLE outbox(
   time_ms INTEGER NOT NULL,
   bytes BLOB NOT NULL
 );
-CREATE TABLE process(
+CREATE TABLE process_records(
   name TEXT PRIMARY KEY,
   spec_hash TEXT NOT NULL,
   pid INTEGER NOT NULL,
@@ -518,7 +518,7 @@ Status AgentStore::Ack(std::uint64_t acked_seq) {
 
 Status AgentStore::Save(const ProcessRecord& record) {
   OUTPOST_ASSIGN_OR_RETURN(
-      auto q, db_->Prepare("INSERT OR REPLACE INTO process(name, spec_hash, pid, "
+      auto q, db_->Prepare("INSERT OR REPLACE INTO process_records(name, spec_hash, pid, "
                            "start_time_ticks, restarts, started_at_ms) VALUES (?, ?, ?, ?, ?, ?)"));
   q.BindAll(std::string_view(record.name), std::string_view(record.spec_hash), record.pid,
             record.start_time_ticks, record.restarts, record.started_at_ms);
@@ -527,7 +527,7 @@ Status AgentStore::Save(const ProcessRecord& record) {
 }
 
 Status AgentStore::Remove(const std::string& name) {
-  OUTPOST_ASSIGN_OR_RETURN(auto q, db_->Prepare("DELETE FROM process WHERE name = ?"));
+  OUTPOST_ASSIGN_OR_RETURN(auto q, db_->Prepare("DELETE FROM process_records WHERE name = ?"));
   q.Bind(1, std::string_view(name));
   OUTPOST_TRY(q.ExecDone());
   return OkStatus();
@@ -536,7 +536,7 @@ Status AgentStore::Remove(const std::string& name) {
 Result<std::vector<ProcessRecord>> AgentStore::LoadAll() {
   OUTPOST_ASSIGN_OR_RETURN(auto q,
                            db_->Prepare("SELECT name, spec_hash, pid, start_time_ticks, restarts, "
-                                        "started_at_ms FROM process ORDER BY name"));
+                                        "started_at_ms FROM process_records ORDER BY name"));
   std::vector<ProcessRecord> out;
   for (;;) {
     OUTPOST_ASSIGN_OR_RETURN(bool row, q.Step());

@@ -11,7 +11,7 @@
 //                    acked_seq, dropped), connection state and since, the
 //                    daemon's pid and start time
 //   outbox           seq INTEGER PRIMARY KEY, event type, time, Event bytes
-//   process          the runtime's ProcessRecords (re-adoption after restart)
+//   process_records  the runtime's ProcessRecords (re-adoption after restart)
 //   workload_status  the last workload statuses (for `status` with the daemon down)
 //
 // One AgentStore per process and thread (the daemon's io thread); the CLI
