@@ -74,7 +74,43 @@ std::optional<DeviceMessage> Classify(const mqtt::Message& message, Drop* why) {
   return out;
 }
 
-void DeviceIngest::Handle(const DeviceMessage& message) {
+void DeviceIngest::HandleAll(const std::vector<DeviceMessage>& messages) {
+  if (messages.empty()) return;
+  Status committed = registry_->Batch([&]() -> Status {
+    for (const auto& m : messages)
+      Process(m);
+    return OkStatus();
+  });
+  if (!committed.ok()) {
+    log::Warn("ingest: committing ", messages.size(),
+              " device message(s) failed: ", committed.error().ToString());
+    for (std::size_t i = 0; i < messages.size(); ++i)
+      stats_->Count(Drop::kStoreError);
+    acks_.clear();
+    publish_.clear();
+    republish_.clear();
+    return;
+  }
+  Flush();
+}
+
+void DeviceIngest::Flush() {
+  for (auto& [topic, payload] : acks_) {
+    // Fire and forget: a lost ack makes the agent resend, and the resend is
+    // acknowledged again.
+    Status published = client_->Publish(topic, std::move(payload), 1, false);
+    if (!published.ok()) {
+      log::Debug("ingest: ack on ", topic, " not sent: ", published.error().message());
+    }
+  }
+  acks_.clear();
+  if (!publish_.empty()) desired_->Publish(publish_);
+  publish_.clear();
+  if (!republish_.empty()) desired_->Republish(republish_);
+  republish_.clear();
+}
+
+void DeviceIngest::Process(const DeviceMessage& message) {
   switch (message.leaf) {
     case Leaf::kReported:
       return HandleReport(message);
@@ -116,7 +152,7 @@ void DeviceIngest::MaybeRepublish(const std::string& device_id, std::int64_t now
     return;
   }
   stats_->republished.fetch_add(1);
-  desired_->Republish({*record});
+  republish_.push_back(std::move(*record));
 }
 
 void DeviceIngest::HandleReport(const DeviceMessage& message) {
@@ -143,7 +179,8 @@ void DeviceIngest::HandleReport(const DeviceMessage& message) {
     }
     log::Info("device ", message.device_id, " holds generation ", report.desired_generation(),
               ", newer than the hub's; issuing a newer one");
-    desired_->Publish(mutation->desired);
+    for (auto& change : mutation->desired)
+      publish_.push_back(std::move(change));
   } else if (outcome->device_behind) {
     MaybeRepublish(message.device_id, now);
   }
@@ -171,13 +208,7 @@ void DeviceIngest::HandleEvents(const DeviceMessage& message) {
   ack.set_hub_generation(outcome->hub_generation);
   std::string payload;
   ack.SerializeToString(&payload);
-  // Fire and forget: a lost ack makes the agent resend, and the resend is
-  // acknowledged again.
-  Status published =
-      client_->Publish(mqtt::topics::Ack(message.device_id), std::move(payload), 1, false);
-  if (!published.ok()) {
-    log::Debug("ingest: ack to ", message.device_id, " not sent: ", published.error().message());
-  }
+  acks_.emplace_back(mqtt::topics::Ack(message.device_id), std::move(payload));
 }
 
 void DeviceIngest::HandlePresence(const DeviceMessage& message) {

@@ -18,6 +18,8 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -82,10 +84,15 @@ class DeviceIngest {
         stats_(stats),
         now_ms_(std::move(now_ms)) {}
 
-  // Runs on the state thread.
-  void Handle(const DeviceMessage& message);
+  // Runs on the state thread. Handles the messages in one registry Batch
+  // (one commit), then sends what they call for (acks, documents): only
+  // after the commit, so nothing is acknowledged that is not durable.
+  void HandleAll(const std::vector<DeviceMessage>& messages);
+  void Handle(const DeviceMessage& message) { HandleAll({message}); }
 
  private:
+  void Process(const DeviceMessage& message);
+  void Flush();
   void HandleReport(const DeviceMessage& message);
   void HandleEvents(const DeviceMessage& message);
   void HandlePresence(const DeviceMessage& message);
@@ -100,6 +107,10 @@ class DeviceIngest {
   std::function<std::int64_t()> now_ms_;
   // Last republish per device (the 5 s throttle); pruned as it grows.
   std::unordered_map<std::string, std::int64_t> last_republish_;
+  // What the current batch calls for, sent after its commit.
+  std::vector<std::pair<std::string, std::string>> acks_;  // topic, payload
+  std::vector<registry::DesiredChange> publish_;
+  std::vector<registry::DesiredRecord> republish_;
 };
 
 }  // namespace outpost::hub::broker

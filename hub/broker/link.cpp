@@ -56,20 +56,22 @@ void BrokerLink::OnMessage(const mqtt::Message& message) {
 }
 
 void BrokerLink::Drain(registry::Registry& /*registry*/) {
-  for (std::size_t i = 0; i < options_.drain_batch; ++i) {
-    std::optional<DeviceMessage> message;
-    {
-      std::lock_guard lock(mu_);
-      message = queue_.Pop();
-      if (!message) {
-        drain_scheduled_ = false;
-        return;
-      }
+  std::vector<DeviceMessage> batch;
+  bool more = false;
+  {
+    std::lock_guard lock(mu_);
+    while (batch.size() < options_.drain_batch) {
+      auto message = queue_.Pop();
+      if (!message) break;
+      batch.push_back(std::move(*message));
     }
-    ingest_->Handle(*message);
+    more = !queue_.empty();
+    if (!more) drain_scheduled_ = false;
   }
+  // One registry batch (one commit) for the lot.
+  ingest_->HandleAll(batch);
   // More waiting: yield to other state-thread work (API requests), then go on.
-  post_([this](registry::Registry& registry) { Drain(registry); });
+  if (more) post_([this](registry::Registry& registry) { Drain(registry); });
 }
 
 void BrokerLink::OnConnection(const mqtt::Client::ConnectionEvent& event) {

@@ -75,12 +75,18 @@ void DesiredPublisher::FlushSignedLocked() {
   auto batch = std::make_shared<std::vector<SignedDoc>>(std::move(signed_));
   signed_.clear();
   post_([batch](registry::Registry& registry) {
-    for (const auto& doc : *batch) {
-      Status s = registry.StoreSigned(doc.device_id, doc.generation, doc.bytes);
-      if (!s.ok()) {
-        log::Warn("storing the signed document of ", doc.device_id,
-                  " failed: ", s.error().ToString());
+    Status committed = registry.Batch([&]() -> Status {
+      for (const auto& doc : *batch) {
+        Status s = registry.StoreSigned(doc.device_id, doc.generation, doc.bytes);
+        if (!s.ok() && s.error().code() != Errc::kNotFound) {
+          log::Warn("storing the signed document of ", doc.device_id,
+                    " failed: ", s.error().ToString());
+        }
       }
+      return OkStatus();
+    });
+    if (!committed.ok()) {
+      log::Warn("storing signed documents failed: ", committed.error().ToString());
     }
   });
 }
@@ -178,11 +184,17 @@ void DesiredPublisher::OnDone(const std::string& device_id, std::uint64_t genera
         std::lock_guard lock(mu_);
         batch.swap(acked_);
       }
-      for (const auto& [id, gen] : batch) {
-        Status s = registry.MarkPublished(id, gen);
-        if (!s.ok() && s.error().code() != Errc::kNotFound) {
-          log::Warn("marking the document of ", id, " published failed: ", s.error().ToString());
+      Status committed = registry.Batch([&]() -> Status {
+        for (const auto& [id, gen] : batch) {
+          Status s = registry.MarkPublished(id, gen);
+          if (!s.ok() && s.error().code() != Errc::kNotFound) {
+            log::Warn("marking the document of ", id, " published failed: ", s.error().ToString());
+          }
         }
+        return OkStatus();
+      });
+      if (!committed.ok()) {
+        log::Warn("marking documents published failed: ", committed.error().ToString());
       }
     });
   }
