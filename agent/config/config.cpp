@@ -118,7 +118,7 @@ Status Assign(AgentConfig& c, const std::string& key, const std::string& value, 
     return ParseUnsigned<std::uint64_t>(value, 4096, 1ull << 32, line, key,
                                         &c.workload_log_max_bytes);
   } else if (key == "renew_fraction_denominator") {
-    return ParseUnsigned<std::uint32_t>(value, 2, 100, line, key, &c.renew_fraction_denominator);
+    return ParseUnsigned<std::uint32_t>(value, 1, 100, line, key, &c.renew_fraction_denominator);
   } else {
     c.unknown_keys.push_back(key);
   }

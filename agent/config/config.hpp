@@ -52,7 +52,8 @@ struct AgentConfig {
   std::uint32_t keepalive_seconds = 30;
   // Per-workload log files are rotated past this size.
   std::uint64_t workload_log_max_bytes = 10u << 20;
-  // Certificate renewal when less than this fraction (1/N) of the validity is left.
+  // Certificate renewal when less than this fraction (1/N) of the validity is
+  // left; 1 renews at once (tests).
   std::uint32_t renew_fraction_denominator = 3;
 
   // Keys that were present in the file but are not known (reported by doctor).

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <string>
 
 #include "agent/enroll/enroll.hpp"
@@ -26,8 +27,8 @@ class FakeHub {
   std::string broker_url = "ssl://127.0.0.1:8883";
   int device_counter = 0;
   int cert_days = 365;
-  int enroll_calls = 0;
-  int renew_calls = 0;
+  std::atomic<int> enroll_calls{0};
+  std::atomic<int> renew_calls{0};
   std::string last_token;
   std::string last_csr_cn;
   outpost::v1::EnrollRequest last_request;
