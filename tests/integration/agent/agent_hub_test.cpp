@@ -80,8 +80,10 @@ class AgentWithHub : public ::testing::Test {
     agent_.reset();
     // The agent leaves its workloads running on purpose (KillMode=process);
     // the test ends them.
-    std::string pid = ReadFileOr(out_dir_ + "/writer.pid");
-    if (!pid.empty()) ::kill(std::stoi(pid), SIGKILL);
+    for (const char* file : {"/writer.pid", "/second.pid"}) {
+      std::string pid = ReadFileOr(out_dir_ + file);
+      if (!pid.empty()) ::kill(std::stoi(pid), SIGKILL);
+    }
   }
 
   void StartBroker() {
@@ -143,23 +145,35 @@ class AgentWithHub : public ::testing::Test {
     return nlohmann::json();
   }
 
-  void ApplyWriter() {
+  // The application: `writer` (writes its pid and hello.txt, then sleeps),
+  // and with `second` also a second workload writing second.txt.
+  void ApplyWriter(bool second = false) {
     std::string manifest = root_ / "app.yaml";
-    WriteFile(manifest,
-              "apiVersion: outpost.dev/v1alpha1\n"
-              "kind: EdgeApplication\n"
-              "metadata:\n"
-              "  name: it-app\n"
-              "spec:\n"
-              "  selector:\n"
-              "    matchLabels: {role: it}\n"
-              "  workloads:\n"
-              "    - name: writer\n"
-              "      kind: process\n"
-              "      command: [\"/bin/sh\", \"-c\", \"echo $$ > " +
-                  out_dir_ + "/writer.pid; echo hello > " + out_dir_ +
-                  "/hello.txt; exec sleep 100000\"]\n"
-                  "      restartPolicy: Always\n");
+    std::string text =
+        "apiVersion: outpost.dev/v1alpha1\n"
+        "kind: EdgeApplication\n"
+        "metadata:\n"
+        "  name: it-app\n"
+        "spec:\n"
+        "  selector:\n"
+        "    matchLabels: {role: it}\n"
+        "  workloads:\n"
+        "    - name: writer\n"
+        "      kind: process\n"
+        "      command: [\"/bin/sh\", \"-c\", \"echo $$ > " +
+        out_dir_ + "/writer.pid; echo hello > " + out_dir_ +
+        "/hello.txt; exec sleep 100000\"]\n"
+        "      restartPolicy: Always\n";
+    if (second) {
+      text +=
+          "    - name: second\n"
+          "      kind: process\n"
+          "      command: [\"/bin/sh\", \"-c\", \"echo $$ > " +
+          out_dir_ + "/second.pid; echo again > " + out_dir_ +
+          "/second.txt; exec sleep 100000\"]\n"
+          "      restartPolicy: Always\n";
+    }
+    WriteFile(manifest, text);
     std::string out;
     ASSERT_EQ(Ctl({"apply", "-f", manifest}, &out), 0) << out;
   }
@@ -223,6 +237,11 @@ TEST_F(AgentWithHub, JoinApplyRunAndReport) {
       },
       std::chrono::seconds(30)))
       << Logs();
+  // The events (agent started, desired applied, workload started) reached the
+  // hub: its acks emptied the outbox.
+  ASSERT_TRUE(
+      WaitFor([&] { return Status().value("outboxDepth", -1) == 0; }, std::chrono::seconds(30)))
+      << Logs();
   // doctor: everything passes with the daemon up and the broker reachable.
   std::string doctor;
   EXPECT_EQ(RunCommand(Agent({"doctor"}), &doctor), 0) << doctor;
@@ -284,6 +303,34 @@ TEST_F(AgentWithHub, AgentRestartReadoptsTheRunningWorkload) {
   auto w = Workload(Status(), kWriter);
   EXPECT_EQ(w["pid"], pid);  // adopted, not restarted
   EXPECT_EQ(w["restarts"], 0);
+}
+
+TEST_F(AgentWithHub, ChangesMadeWhileOfflineArriveAfterReconnect) {
+  ASSERT_NO_FATAL_FAILURE(Join());
+  StartAgent();
+  ApplyWriter();
+  ASSERT_TRUE(WaitFor([&] { return Converged(); }, std::chrono::seconds(40))) << Logs();
+  const int before = Status()["desiredGeneration"].get<int>();
+  // The link goes down; the operator changes the application meanwhile.
+  broker_.reset();
+  ASSERT_TRUE(WaitFor([&] { return Status().value("connection", "") == "disconnected"; },
+                      std::chrono::seconds(60)))
+      << Logs();
+  ApplyWriter(/*second=*/true);
+  // The device keeps running what it has.
+  EXPECT_EQ(Workload(Status(), kWriter).value("state", ""), "running");
+  StartBroker();
+  ASSERT_TRUE(WaitFor([&] { return ReadFileOr(out_dir_ + "/second.txt") == "again\n"; },
+                      std::chrono::seconds(60)))
+      << Logs();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto s = Status();
+        return Converged() && s.value("desiredGeneration", 0) > before &&
+               Workload(s, "it-app.second").value("state", "") == "running";
+      },
+      std::chrono::seconds(30)))
+      << Logs();
 }
 
 }  // namespace
