@@ -135,6 +135,9 @@ struct Hub::Impl {
     if (publisher) publisher->Stop();
     // Queued state work is dropped; what it would have answered is gone.
     if (state) state->Stop();
+    // The MQTT client goes before the state loop: a callback it still makes
+    // while being destroyed may post to the (stopped) loop, which must exist.
+    mqtt.reset();
     state.reset();
   }
 };
