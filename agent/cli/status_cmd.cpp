@@ -135,9 +135,15 @@ std::string ClockTime(std::int64_t then_ms, std::int64_t now_ms) {
 
 Result<nlohmann::json> CollectStatus(const std::string& state_dir, std::int64_t now_ms) {
   config::StatePaths paths(state_dir);
+  std::string unanswered;
   if (auto answer = daemon::QueryStatus(paths.socket); answer.ok()) {
     auto j = nlohmann::json::parse(*answer, nullptr, false);
     if (!j.is_discarded() && j.is_object() && !j.contains("error")) return j;
+    unanswered = "the daemon's answer was unusable";
+  } else if (answer.error().code() != Errc::kUnavailable) {
+    // It accepted the connection but did not answer in time: it runs, busy
+    // or stuck. Show agent.db, but do not claim it is down.
+    unanswered = answer.error().message();
   }
   if (!fs::Exists(paths.db)) {
     nlohmann::json j;
@@ -164,7 +170,14 @@ Result<nlohmann::json> CollectStatus(const std::string& state_dir, std::int64_t 
     auto start = ops->StartTime(r.pid);
     return start.ok() && *start == r.start_time_ticks;
   };
-  return daemon::BuildStatus(*snap, nullptr, daemon::ReadCertSummary(paths.cert), now_ms, alive);
+  auto j = daemon::BuildStatus(*snap, nullptr, daemon::ReadCertSummary(paths.cert), now_ms, alive);
+  if (!unanswered.empty()) {
+    j["daemon"] = "running";
+    j["daemonPid"] = snap->daemon_pid;
+    j["connection"] = j["lastKnownConnection"];
+    j["note"] = "the daemon did not answer (" + unanswered + "); showing agent.db";
+  }
+  return j;
 }
 
 // ---------------------------------------------------------------------------

@@ -147,6 +147,9 @@ Status Daemon::LoadCertificate() {
 
 Status Daemon::Init() {
   const auto& cfg = options_.config;
+  // Before touching anything: another daemon may be mid-renewal on these files.
+  if (AgentListening(paths_.socket))
+    return Error(Errc::kAlreadyExists, "another agent is already running on " + paths_.dir);
   if (!fs::Exists(paths_.db))
     return Error(Errc::kFailedPrecondition,
                  "not enrolled: " + paths_.db + " does not exist (run outpost-agent join first)");
@@ -164,8 +167,6 @@ Status Daemon::Init() {
   if (!ca.ok()) return ca.error().WithContext("reading the hub CA");
   ca_pem_ = *ca;
   OUTPOST_TRY(LoadCertificate());
-  if (AgentListening(paths_.socket))
-    return Error(Errc::kAlreadyExists, "another agent is already running on " + paths_.dir);
 
   started_ms_ = UnixMs();
   OUTPOST_TRY(store_->SetDaemon(::getpid(), started_ms_));

@@ -124,11 +124,12 @@ Result<std::uint64_t> AgentStore::FirstSeq() {
   return U64(q.ColumnInt64(0));
 }
 
-Status AgentStore::LoadCache() {
+Result<AgentStore::Cached> AgentStore::ReadCached() {
+  Cached c;
   {
     OUTPOST_ASSIGN_OR_RETURN(auto q, db_->Prepare("SELECT generation FROM desired WHERE id = 1"));
     OUTPOST_ASSIGN_OR_RETURN(bool row, q.Step());
-    held_generation_ = row ? U64(q.ColumnInt64(0)) : 0;
+    c.held_generation = row ? U64(q.ColumnInt64(0)) : 0;
   }
   {
     OUTPOST_ASSIGN_OR_RETURN(
@@ -137,24 +138,34 @@ Status AgentStore::LoadCache() {
                              "dropped_events FROM agent_state WHERE id = 1"));
     OUTPOST_ASSIGN_OR_RETURN(bool row, q.Step());
     if (!row) return Error(Errc::kCorrupt, "agent.db has no agent_state row");
-    applied_generation_ = U64(q.ColumnInt64(0));
-    counters_.stale = U64(q.ColumnInt64(1));
-    counters_.duplicate = U64(q.ColumnInt64(2));
-    counters_.rejected = U64(q.ColumnInt64(3));
-    report_seq_reserved_ = U64(q.ColumnInt64(4));
-    report_seq_next_ = report_seq_reserved_ + 1;
-    marks_.next_seq = U64(q.ColumnInt64(5));
-    if (marks_.next_seq == 0) marks_.next_seq = 1;
-    marks_.acked_seq = U64(q.ColumnInt64(6));
-    marks_.dropped_total = U64(q.ColumnInt64(7));
+    c.applied_generation = U64(q.ColumnInt64(0));
+    c.counters.stale = U64(q.ColumnInt64(1));
+    c.counters.duplicate = U64(q.ColumnInt64(2));
+    c.counters.rejected = U64(q.ColumnInt64(3));
+    c.report_seq_reserved = U64(q.ColumnInt64(4));
+    c.marks.next_seq = U64(q.ColumnInt64(5));
+    if (c.marks.next_seq == 0) c.marks.next_seq = 1;
+    c.marks.acked_seq = U64(q.ColumnInt64(6));
+    c.marks.dropped_total = U64(q.ColumnInt64(7));
   }
   {
     OUTPOST_ASSIGN_OR_RETURN(auto q, db_->Prepare("SELECT COUNT(*) FROM outbox"));
     OUTPOST_ASSIGN_OR_RETURN(bool row, q.Step());
-    marks_.depth = row ? U64(q.ColumnInt64(0)) : 0;
+    c.marks.depth = row ? U64(q.ColumnInt64(0)) : 0;
   }
   OUTPOST_ASSIGN_OR_RETURN(std::uint64_t first, FirstSeq());
-  marks_.floor_seq = first == 0 ? marks_.next_seq : first;
+  c.marks.floor_seq = first == 0 ? c.marks.next_seq : first;
+  return c;
+}
+
+Status AgentStore::LoadCache() {
+  OUTPOST_ASSIGN_OR_RETURN(Cached c, ReadCached());
+  held_generation_ = c.held_generation;
+  applied_generation_ = c.applied_generation;
+  counters_ = c.counters;
+  marks_ = c.marks;
+  report_seq_reserved_ = c.report_seq_reserved;
+  report_seq_next_ = report_seq_reserved_ + 1;
   return OkStatus();
 }
 
@@ -231,11 +242,13 @@ Result<Snapshot> AgentStore::ReadSnapshot() {
   // One read transaction: a consistent view while the daemon writes.
   OUTPOST_ASSIGN_OR_RETURN(auto tx, db_->Begin(store::TxMode::kDeferred));
   OUTPOST_ASSIGN_OR_RETURN(snap.identity, LoadIdentity());
-  OUTPOST_TRY(LoadCache());
-  snap.held_generation = held_generation_;
-  snap.applied_generation = applied_generation_;
-  snap.counters = counters_;
-  snap.outbox = marks_;
+  // Read, not cached: a snapshot must not disturb the writer's state (the
+  // report_seq reservation in particular).
+  OUTPOST_ASSIGN_OR_RETURN(Cached cached, ReadCached());
+  snap.held_generation = cached.held_generation;
+  snap.applied_generation = cached.applied_generation;
+  snap.counters = cached.counters;
+  snap.outbox = cached.marks;
   {
     OUTPOST_ASSIGN_OR_RETURN(
         auto q,

@@ -124,6 +124,14 @@ class AgentStore : public sync::SyncStore, public ProcessRecordStore {
  private:
   AgentStore(std::unique_ptr<store::Database> db, const OpenOptions& options)
       : db_(std::move(db)), options_(options) {}
+  struct Cached {
+    std::uint64_t held_generation = 0;
+    std::uint64_t applied_generation = 0;
+    sync::DocumentCounters counters;
+    sync::OutboxMarks marks;
+    std::uint64_t report_seq_reserved = 0;
+  };
+  Result<Cached> ReadCached();
   Status LoadCache();
   // Inside an open transaction: the bound, then the event. Updates marks_
   // only through `marks` (committed by the caller).

@@ -180,6 +180,17 @@ TEST_F(AgentStoreTest, ReportSeqGrowsAcrossReopen) {
   }
 }
 
+TEST_F(AgentStoreTest, ASnapshotDoesNotDisturbTheWriter) {
+  auto s = Open();
+  auto a = s->NextReportSeq();
+  ASSERT_TRUE(s->Append(Ev()).ok());
+  ASSERT_TRUE(s->ReadSnapshot().ok());  // the daemon answers its status socket
+  auto b = s->NextReportSeq();
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(*b, *a + 1);
+  EXPECT_EQ(s->Marks().depth, 1u);
+}
+
 TEST_F(AgentStoreTest, ProcessRecords) {
   auto s = Open();
   ProcessRecord r;
