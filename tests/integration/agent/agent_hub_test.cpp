@@ -108,6 +108,27 @@ class AgentWithHub : public ::testing::Test {
     return argv;
   }
 
+  nlohmann::json CreateToken(int uses = 1) {
+    std::string out;
+    EXPECT_EQ(Ctl({"token", "create", "--ttl", "1h", "--uses", std::to_string(uses), "--label",
+                   "role=it", "-o", "json"},
+                  &out),
+              0)
+        << out;
+    if (out.find('{') == std::string::npos) return nlohmann::json::object();
+    return nlohmann::json::parse(out.substr(out.find('{')), nullptr, false);
+  }
+
+  // `join` with the given token and CA hash into `state`; its exit code and
+  // output (stdout+stderr).
+  int JoinWith(const std::string& state, const std::string& token, const std::string& ca_hash,
+               std::string* out, const std::string& name = "edge-x") {
+    return RunCommand({BinDir() + "/outpost-agent", "--state-dir", state, "--config", config_,
+                       "join", "--hub", "https://localhost:" + std::to_string(api_port_), "--token",
+                       token, "--ca-hash", ca_hash, "--name", name},
+                      out);
+  }
+
   void Join() {
     std::string out;
     ASSERT_EQ(
@@ -331,6 +352,52 @@ TEST_F(AgentWithHub, ChangesMadeWhileOfflineArriveAfterReconnect) {
       },
       std::chrono::seconds(30)))
       << Logs();
+}
+
+TEST_F(AgentWithHub, JoinFailuresAreOneLineNamingTheCauseAndLeaveNothing) {
+  auto lines = [](const std::string& s) { return std::count(s.begin(), s.end(), '\n'); };
+  auto token = CreateToken(1);
+  const std::string hash = token["caHash"];
+  std::string out;
+  // A CA hash that does not match.
+  EXPECT_NE(JoinWith(root_ / "s1", token["token"], "sha256:" + std::string(64, 'f'), &out), 0);
+  EXPECT_TRUE(out.starts_with("outpost-agent join: CA hash mismatch: hub presented " + hash +
+                              ", expected sha256:"))
+      << out;
+  EXPECT_EQ(lines(out), 1) << out;
+  // A wrong token.
+  EXPECT_NE(JoinWith(root_ / "s2", "zzzzzz.0123456789abcdef", hash, &out), 0);
+  EXPECT_EQ(out,
+            "outpost-agent join: join token rejected: the token is not valid (invalid_token)\n");
+  // The token works once, then it is used up.
+  EXPECT_EQ(JoinWith(root_ / "s3", token["token"], hash, &out, "edge-once"), 0) << out;
+  EXPECT_NE(JoinWith(root_ / "s4", token["token"], hash, &out, "edge-twice"), 0);
+  EXPECT_EQ(out,
+            "outpost-agent join: join token rejected: the token has no uses left "
+            "(token_used_up)\n");
+  // A revoked token.
+  auto revoked = CreateToken(5);
+  const std::string id = revoked["token"].get<std::string>().substr(0, 6);
+  ASSERT_EQ(Ctl({"token", "revoke", id}, &out), 0) << out;
+  EXPECT_NE(JoinWith(root_ / "s5", revoked["token"], hash, &out), 0);
+  EXPECT_EQ(out,
+            "outpost-agent join: join token rejected: the token was revoked (token_revoked)\n");
+  // Already enrolled.
+  auto another = CreateToken(1);
+  EXPECT_NE(JoinWith(root_ / "s3", another["token"], hash, &out, "edge-again"), 0);
+  EXPECT_TRUE(out.starts_with("outpost-agent join: already enrolled as device edge-once")) << out;
+  EXPECT_EQ(lines(out), 1);
+  // The hub is down.
+  hub_.reset();
+  EXPECT_NE(JoinWith(root_ / "s6", another["token"], hash, &out), 0);
+  EXPECT_TRUE(out.starts_with("outpost-agent join: cannot reach the hub at https://localhost:"))
+      << out;
+  EXPECT_EQ(lines(out), 1) << out;
+  // No failed join left a state dir behind.
+  for (const char* dir : {"s1", "s2", "s4", "s5", "s6"}) {
+    struct stat st {};
+    EXPECT_NE(::stat((root_ / dir).c_str(), &st), 0) << dir;
+  }
 }
 
 }  // namespace

@@ -6,7 +6,9 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -704,6 +706,81 @@ TEST_F(HubIntegration, TheBrokerLosingEverythingGetsTheDocumentsBack) {
   auto again = ReadDesired(d, 1);
   ASSERT_TRUE(again);
   EXPECT_EQ(again->generation(), doc->generation());
+}
+
+// Root initialising a data directory owned by another account (the
+// production layout): the files become that account's, mosquitto started as
+// root drops to it and still reads its key, and the hub can signal it.
+TEST(HubDataDirOwner, MosquittoStartedAsRootRunsAsTheDataDirOwner) {
+  struct passwd* pw = ::getpwnam("mosquitto");
+  if (::geteuid() != 0 || pw == nullptr) {
+    GTEST_SKIP() << "needs root and the mosquitto account (Debian's mosquitto package)";
+  }
+  TempDir tmp;
+  ASSERT_EQ(::chmod(tmp.path().c_str(), 0755), 0);
+  const std::string dir = tmp / "hub";
+  ASSERT_EQ(::mkdir(dir.c_str(), 0700), 0);
+  ASSERT_EQ(::chown(dir.c_str(), pw->pw_uid, pw->pw_gid), 0);
+  const int broker_port = FreePort();
+  int api_port = FreePort();
+  while (api_port == broker_port)
+    api_port = FreePort();
+  std::string out;
+  ASSERT_EQ(RunCommand({BinDir() + "/outpost-hub", "init", "--data-dir", dir, "--hostname",
+                        "localhost", "--broker-port", std::to_string(broker_port), "--api-port",
+                        std::to_string(api_port)},
+                       &out),
+            0)
+      << out;
+  for (const char* f : {"broker.key", "ca.key", "crl.pem", "mosquitto.conf", "ctl.yaml"}) {
+    struct stat st {};
+    ASSERT_EQ(::stat((dir + "/" + f).c_str(), &st), 0) << f;
+    EXPECT_EQ(st.st_uid, pw->pw_uid) << f;
+  }
+  EXPECT_NE(ReadFileOr(dir + "/mosquitto.conf").find("\nuser mosquitto\n"), std::string::npos);
+
+  Process broker({"mosquitto", "-c", dir + "/mosquitto.conf"}, tmp / "mosquitto.log");
+  ASSERT_TRUE(WaitFor([&] { return PortAccepts(broker_port); })) << broker.Log();
+  // It runs as the data directory's owner.
+  std::string status = ReadFileOr("/proc/" + std::to_string(broker.pid()) + "/status");
+  EXPECT_NE(status.find("Uid:\t" + std::to_string(pw->pw_uid) + "\t"), std::string::npos) << status;
+
+  Process hub({BinDir() + "/outpost-hub", "serve", "--data-dir", dir}, tmp / "hub.log");
+  const std::string ca = ReadFileOr(dir + "/ca.crt");
+  auto api = [&](const std::string& method, const std::string& target, const std::string& body) {
+    http::Request req;
+    req.method = method;
+    req.target = target;
+    req.body = body;
+    std::string token = ReadFileOr(dir + "/admin.token");
+    token.erase(token.find_last_not_of("\n") + 1);
+    req.headers["Authorization"] = "Bearer " + token;
+    http::ClientOptions o;
+    o.tls.ca_pem = ca;
+    return http::Send("https://localhost:" + std::to_string(api_port), req, o);
+  };
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto h = api("GET", "/healthz", "");
+        return h.ok() && json::parse(h->body, nullptr, false).value("broker", "") == "connected";
+      },
+      std::chrono::seconds(30)))
+      << hub.Log() << broker.Log();
+  // Revocation reaches this broker too: the hub finds and signals it.
+  auto token = api("POST", "/v1/admin/tokens", "{}");
+  ASSERT_TRUE(token.ok());
+  auto key = crypto::PrivateKey::Generate();
+  outpost::v1::EnrollRequest req;
+  req.set_token(json::parse(token->body)["token"].get<std::string>());
+  req.set_name("cam-1");
+  req.set_csr_pem(*crypto::CreateCsr(*key, "cam-1"));
+  auto enrolled = api("POST", "/v1/enroll", req.SerializeAsString());
+  ASSERT_TRUE(enrolled.ok());
+  ASSERT_EQ(enrolled->status, 200) << enrolled->body;
+  auto revoked = api("POST", "/v1/admin/devices/cam-1/revoke", "");
+  ASSERT_TRUE(revoked.ok());
+  EXPECT_EQ(json::parse(revoked->body)["crl"]["brokerReloaded"], true) << revoked->body;
+  EXPECT_TRUE(broker.Running());
 }
 
 }  // namespace

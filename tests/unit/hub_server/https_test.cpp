@@ -253,6 +253,25 @@ TEST_F(HttpsTest, GarbageIsAnsweredOrDropped) {
   ASSERT_TRUE(ok.ok());
 }
 
+TEST_F(HttpsTest, ManyConcurrentClients) {
+  Start();
+  constexpr int kClients = 24;
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kClients; ++i) {
+    threads.emplace_back([&] {
+      for (int j = 0; j < 4; ++j) {
+        auto r = Send("POST", "/v1/enroll", std::string(1000, 'x'));
+        if (r.ok() && r->status == 200) ok.fetch_add(1);
+      }
+    });
+  }
+  for (auto& t : threads)
+    t.join();
+  EXPECT_EQ(ok.load(), kClients * 4);
+  ASSERT_TRUE(WaitFor([&] { return server_->open_connections() == 0; }));
+}
+
 TEST(HttpsServerStart, ReportsBadKeysAndBusyPorts) {
   HttpsServerOptions o;
   o.listen_address = "127.0.0.1";
