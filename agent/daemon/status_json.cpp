@@ -88,7 +88,9 @@ nlohmann::json BuildStatus(const state::Snapshot& s, const LiveStatus* live,
   j["deviceId"] = s.identity ? s.identity->device_id : "";
   j["hub"] = s.identity ? s.identity->hub_url : "";
   j["broker"] = s.identity ? s.identity->broker_url : "";
-  j["labels"] = s.identity ? nlohmann::json(s.identity->labels) : nlohmann::json::object();
+  // As given at enrollment; the hub may have changed them since.
+  j["enrollmentLabels"] =
+      s.identity ? nlohmann::json(s.identity->labels) : nlohmann::json::object();
   j["daemon"] = live != nullptr ? "running" : "not-running";
   j["agentVersion"] = OUTPOST_VERSION;
   const bool connected = live != nullptr ? live->connected : false;
