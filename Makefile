@@ -41,8 +41,15 @@ build-armhf:
 	  -DOUTPOST_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build-armhf --target outpost-agent -j$(JOBS)
 
+# The Debian packages into build/deb/ (docs/packaging.md): outpost-agent for
+# amd64, arm64 and armhf, outpost-hub for amd64, built by debhelper with the
+# distribution's hardening flags in build-pkg-<arch>/ (kept: a second run only
+# rebuilds what changed), Depends from dpkg-shlibdeps, lintian errors fail.
+# DEB_VERSION=... overrides the Debian version (default: the CMake project's).
 deb:
-	@echo "deb: arrives with the packaging issue (#6)"; exit 1
+	@$(DEPS) native arm64 armhf tools
+	@packaging/deb/build-debs.sh --out build/deb -j$(JOBS) \
+	  $(if $(DEB_VERSION),--version $(DEB_VERSION)) amd64 arm64 armhf
 
 # Broker + hub + one enrolled agent under ./demo-state/ (examples/demo.sh).
 # DEMO_ONESHOT=1 exits right after the converged status.

@@ -457,7 +457,9 @@ TEST_F(DebLifecycle, InstallJoinUpgradeRemovePurge) {
   for (const auto& [f, sum] : identity) {
     std::string path = std::string(kStateDir) + "/" + f;
     EXPECT_TRUE(Exists(path)) << path << " lost in the upgrade";
-    if (!sum.empty()) EXPECT_EQ(Sha256(path), sum) << path << " changed in the upgrade";
+    if (!sum.empty()) {
+      EXPECT_EQ(Sha256(path), sum) << path << " changed in the upgrade";
+    }
   }
   EXPECT_TRUE(HasMode(kStateDir, S_IFDIR, 0750, "root", "root"));
   EXPECT_TRUE(HasMode(std::string(kStateDir) + "/device.key", S_IFREG, 0600, "root", "root"));

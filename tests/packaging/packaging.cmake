@@ -22,10 +22,23 @@ outpost_add_test(packaging_units_test SOURCES ${_pkg_dir}/units_test.cpp
 outpost_add_test(packaging_deb_test SOURCES ${_pkg_dir}/deb_lifecycle_test.cpp
                  LIBS outpost_test_support nlohmann_json::nlohmann_json
                  LABELS packaging TIMEOUT 900)
-# gtest_discover_tests registers the tests at build time; the fixture and the
-# lock are set on every test of the binary through this directory property.
+# gtest_discover_tests registers the tests at ctest time from a generated
+# script; this one runs after it (directory property) and sets, on every
+# discovered test: the environment (both variables: outpost_add_test's
+# ENVIRONMENT list loses all but the first one), and for the deb test the
+# tools fixture and a lock on dpkg.
+file(CONFIGURE OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/packaging_test_properties.cmake
+     CONTENT [[
+foreach(t IN LISTS packaging_units_test_TESTS packaging_deb_test_TESTS)
+  set_tests_properties("${t}" PROPERTIES ENVIRONMENT
+    "OUTPOST_BIN_DIR=@CMAKE_BINARY_DIR@/bin;OUTPOST_SOURCE_DIR=@PROJECT_SOURCE_DIR@")
+endforeach()
+foreach(t IN LISTS packaging_deb_test_TESTS)
+  set_tests_properties("${t}" PROPERTIES FIXTURES_REQUIRED packaging_tools RESOURCE_LOCK dpkg)
+endforeach()
+]] @ONLY)
 set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES
-             ${_pkg_dir}/deb_test_properties.cmake)
+             ${CMAKE_CURRENT_BINARY_DIR}/packaging_test_properties.cmake)
 
 # The container build file and the Kubernetes manifests, parsed and checked.
 find_program(OUTPOST_PYTHON3 NAMES python3 PATHS /usr/bin NO_DEFAULT_PATH)
