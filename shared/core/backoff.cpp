@@ -7,7 +7,8 @@ namespace outpost {
 Backoff::Duration Backoff::Peek() const {
   // Double without overflow: stop doubling once past the cap.
   auto d = initial_;
-  for (std::uint32_t i = 0; i < attempt_ && d < max_; ++i) d *= 2;
+  for (std::uint32_t i = 0; i < attempt_ && d < max_; ++i)
+    d *= 2;
   return std::min(d, max_);
 }
 

@@ -14,21 +14,21 @@ namespace outpost::http {
 struct Url {
   std::string scheme;  // "https" or "http"
   std::string host;
-  std::string port;    // defaulted from the scheme
-  std::string path;    // "" or starting with '/'
+  std::string port;  // defaulted from the scheme
+  std::string path;  // "" or starting with '/'
 };
 Result<Url> ParseUrl(const std::string& url);
 
 struct TlsOptions {
-  std::string ca_pem;              // verify the server against this CA (and its name)
+  std::string ca_pem;                 // verify the server against this CA (and its name)
   bool insecure_skip_verify = false;  // only for fetching a CA that is then pinned by hash
-  std::string client_cert_pem;     // mutual TLS (renewal)
+  std::string client_cert_pem;        // mutual TLS (renewal)
   std::string client_key_pem;
 };
 
 struct Request {
   std::string method = "GET";
-  std::string target;              // path and query, appended to the base URL's path
+  std::string target;  // path and query, appended to the base URL's path
   std::string body;
   std::string content_type;
   std::map<std::string, std::string> headers;  // e.g. Authorization
