@@ -16,10 +16,10 @@
 # Per arch, the staging dir <work>/src holds a copy of packaging/deb/debian
 # plus the units, man pages, docs and conffile, and obj/, the CMake build
 # (kept between runs, so a second `make deb` only rebuilds what changed).
-# dpkg-buildpackage -b -a<arch> then runs dh with the CMake build system on
-# the source tree, the distribution's hardening flags, and, for Arm, the
-# cross toolchain of cross/toolchains/ with Debian's multiarch libraries;
-# dpkg-shlibdeps computes Depends from what the binaries link.
+# dpkg-buildpackage -b -a<arch> then runs dh: CMake on the source tree with
+# the distribution's hardening flags (dpkg-buildflags) and, for Arm, the cross
+# toolchain of cross/toolchains/ with Debian's multiarch libraries; then the
+# dh_* steps (strip, shlibdeps for Depends, systemd snippets, conffiles, ...).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -75,9 +75,9 @@ for arch in "${arches[@]}"; do
   case "$arch" in
     amd64) triplet=x86_64-linux-gnu toolchain= emulator=() ;;
     arm64) triplet=aarch64-linux-gnu toolchain=$src/cross/toolchains/aarch64-linux-gnu.cmake
-           emulator=(qemu-aarch64 -L /usr/aarch64-linux-gnu) ;;
+           emulator=(qemu-aarch64 -L /) ;;
     armhf) triplet=arm-linux-gnueabihf toolchain=$src/cross/toolchains/arm-linux-gnueabihf.cmake
-           emulator=(qemu-arm -L /usr/arm-linux-gnueabihf) ;;
+           emulator=(qemu-arm -L /) ;;
   esac
   profiles=
   packages=(outpost-agent)
@@ -97,7 +97,7 @@ for arch in "${arches[@]}"; do
   pkgsrc=$stage/src
   # A fresh debian/ every time (debhelper's own state included); obj/ stays.
   rm -rf "$pkgsrc/debian"
-  rm -f "$stage"/outpost*.deb "$stage"/outpost*.ddeb "$stage"/outpost_*.changes "$stage"/outpost_*.buildinfo
+  rm -f "$stage"/outpost*.deb "$stage"/outpost_*.changes "$stage"/outpost_*.buildinfo
   cp -a "$here/debian" "$pkgsrc/debian"
   mkdir -p "$pkgsrc/debian/extra"
   cp "$here/agent.yaml" "$here"/man/*.1 "$src/docs/install.md" "$src/docs/deploy.md" "$pkgsrc/debian/extra/"
@@ -129,7 +129,8 @@ EOF
   for p in "${packages[@]}"; do
     deb=$stage/${p}_${version}_${arch}.deb
     [ -f "$deb" ] || die "$arch: $deb was not built (log: $log)"
-    # The packaged binary must run (under qemu for Arm) and be this version.
+    # The packaged binary must run (under qemu for Arm, with the multiarch
+    # loader and libraries: -L /) and be this version.
     check=$(mktemp -d)
     dpkg-deb -x "$deb" "$check"
     bin=$check/usr/bin/$p
@@ -139,17 +140,19 @@ EOF
     cp "$deb" "$out/"
     built+=("$out/$(basename "$deb")")
   done
-  # Debug symbols (from dh_strip), for debugging field crashes.
-  for ddeb in "$stage"/*.ddeb; do
-    [ -f "$ddeb" ] && cp "$ddeb" "$out/"
-  done
+  # The debug symbols (outpost-*-dbgsym_*.deb, from dh_strip) stay in $stage.
 done
 
 if [ $lintian = 1 ]; then
   echo "build-debs: lintian ${built[*]##*/}" >&2
   # Errors fail the build; warnings are printed (docs/packaging.md explains
   # every one that remains). Overrides live in debian/*.lintian-overrides.
-  lintian --fail-on error --tag-display-limit 0 --display-info "${built[@]}" >&2 ||
+  # Run unprivileged when we are root (lintian unpacks untrusted archives).
+  as_user=()
+  if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+    as_user=(setpriv --reuid=nobody --regid=nogroup --clear-groups env HOME=/tmp TMPDIR=/tmp)
+  fi
+  "${as_user[@]}" lintian --fail-on error --tag-display-limit 0 --display-info "${built[@]}" >&2 ||
     die "lintian found errors"
 fi
 printf '%s\n' "${built[@]}"

@@ -395,7 +395,7 @@ TEST_F(DebLifecycle, InstallJoinUpgradeRemovePurge) {
       member = member || std::string(*m) == kUser;
     EXPECT_TRUE(member) << kUser << " is not in the group video (cameras)";
   }
-  EXPECT_TRUE(HasMode(kStateDir, S_IFDIR, 0750, "root", "root"));
+  EXPECT_TRUE(HasMode(kStateDir, S_IFDIR, 0700, "root", "root"));
   EXPECT_TRUE(HasMode(kWorkloadHome, S_IFDIR, 0750, kUser, kUser));
 
   ASSERT_EQ(RunCommand({kAgent, "version"}, &out), 0) << out;
@@ -461,7 +461,7 @@ TEST_F(DebLifecycle, InstallJoinUpgradeRemovePurge) {
       EXPECT_EQ(Sha256(path), sum) << path << " changed in the upgrade";
     }
   }
-  EXPECT_TRUE(HasMode(kStateDir, S_IFDIR, 0750, "root", "root"));
+  EXPECT_TRUE(HasMode(kStateDir, S_IFDIR, 0700, "root", "root"));
   EXPECT_TRUE(HasMode(std::string(kStateDir) + "/device.key", S_IFREG, 0600, "root", "root"));
   EXPECT_EQ(::kill(workload_pid, 0), 0) << "the upgrade stopped the workload";
   // What systemd does after the upgrade (postinst: restart, KillMode=process):

@@ -117,7 +117,7 @@ TEST(Units, AgentRestartsAloneAndKeepsWorkloadsAndDevices) {
       {"Restart", "always"},
       {"KillMode", "process"},
       {"StateDirectory", "outpost-agent"},
-      {"StateDirectoryMode", "0750"},
+      {"StateDirectoryMode", "0700"},
       {"ConfigurationDirectory", "outpost"},
       {"Delegate", "yes"},
       {"NoNewPrivileges", "yes"},

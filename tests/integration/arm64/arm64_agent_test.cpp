@@ -36,7 +36,14 @@ using outpost::testing::TempDir;
 using outpost::testing::WaitFor;
 
 constexpr const char* kWorkload = "arm-app.greeter";
-constexpr const char* kSysroot = "/usr/aarch64-linux-gnu";
+// qemu's library prefix. Not /usr/aarch64-linux-gnu: that holds the cross
+// toolchain's ld-linux-aarch64.so.1 (libc6-arm64-cross), while the agent's
+// libraries (Paho, protobuf, mbedTLS, ...) and, through /etc/ld.so.cache, libc
+// itself come from the multiarch libc6:arm64 in /lib/aarch64-linux-gnu. A
+// loader and a libc of two different builds share private state: the agent
+// then spins in pthread_create (seen with 2.36-8cross1 vs 2.36-9+deb12u14).
+// With "/" loader and libraries are all multiarch arm64 packages.
+constexpr const char* kSysroot = "/";
 
 std::string Arm64AgentPath() {
   const char* env = std::getenv("OUTPOST_ARM64_AGENT");
@@ -129,7 +136,7 @@ class Arm64Agent : public ::testing::Test {
     return RunCommand(argv, out, {}, std::chrono::seconds(30));
   }
 
-  // The arm64 agent under qemu-user with Debian's arm64 multiarch sysroot.
+  // The arm64 agent under qemu-user with Debian's arm64 multiarch libraries.
   std::vector<std::string> Agent(std::vector<std::string> args) {
     std::vector<std::string> argv = {"qemu-aarch64", "-L",   kSysroot,   agent_bin_,
                                      "--state-dir",  state_, "--config", config_};
