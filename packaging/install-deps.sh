@@ -38,7 +38,7 @@ for s in "${sets[@]}"; do
             for p in "${cross_libs[@]}"; do want+=("$p:arm64"); done ;;
     armhf)  add_arch armhf; want+=(g++-arm-linux-gnueabihf qemu-user binutils-arm-linux-gnueabihf)
             for p in "${cross_libs[@]}"; do want+=("$p:armhf"); done ;;
-    tools)  want+=(debhelper dpkg-dev fakeroot lintian valgrind linux-perf python3-yaml) ;;
+    tools)  want+=(debhelper dpkg-dev fakeroot lintian valgrind linux-perf python3-yaml adduser) ;;
     *) echo "install-deps: unknown set '$s' (native, arm64, armhf, tools)" >&2; exit 2 ;;
   esac
 done
