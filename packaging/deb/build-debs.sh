@@ -73,7 +73,7 @@ maintainer=$(sed -n 's/^Maintainer: //p' "$here/debian/control")
 built=()
 for arch in "${arches[@]}"; do
   case "$arch" in
-    amd64) triplet=x86_64-linux-gnu toolchain= emulator=() ;;
+    amd64) triplet=x86_64-linux-gnu toolchain='' emulator=() ;;
     arm64) triplet=aarch64-linux-gnu toolchain=$src/cross/toolchains/aarch64-linux-gnu.cmake
            emulator=(qemu-aarch64 -L /) ;;
     armhf) triplet=arm-linux-gnueabihf toolchain=$src/cross/toolchains/arm-linux-gnueabihf.cmake
