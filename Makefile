@@ -25,6 +25,7 @@ build-check: deps
 # Every test through ctest (unit, integration, end-to-end, lint), after the
 # native test build and the arm64 agent.
 check: build-check build-arm64
+	@$(DEPS) tools
 	@cd build-check && ctest --output-on-failure -j$(JOBS) --timeout 600
 
 # The agent cross-built for Arm into build-arm64/ and build-armhf/ with Debian's

@@ -23,16 +23,10 @@ outpost_add_test(packaging_deb_test SOURCES ${_pkg_dir}/deb_lifecycle_test.cpp
                  LIBS outpost_test_support nlohmann_json::nlohmann_json
                  LABELS packaging TIMEOUT 900)
 # gtest_discover_tests registers the tests at ctest time from a generated
-# script; this one runs after it (directory property) and sets, on every
-# discovered test: the environment (both variables: outpost_add_test's
-# ENVIRONMENT list loses all but the first one), and for the deb test the
-# tools fixture and a lock on dpkg.
+# script; this one runs after it (directory property) and sets, on the deb
+# test, the tools fixture and a lock on dpkg.
 file(CONFIGURE OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/packaging_test_properties.cmake
      CONTENT [[
-foreach(t IN LISTS packaging_units_test_TESTS packaging_deb_test_TESTS)
-  set_tests_properties("${t}" PROPERTIES ENVIRONMENT
-    "OUTPOST_BIN_DIR=@CMAKE_BINARY_DIR@/bin;OUTPOST_SOURCE_DIR=@PROJECT_SOURCE_DIR@")
-endforeach()
 foreach(t IN LISTS packaging_deb_test_TESTS)
   set_tests_properties("${t}" PROPERTIES FIXTURES_REQUIRED packaging_tools RESOURCE_LOCK dpkg)
 endforeach()

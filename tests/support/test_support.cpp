@@ -214,12 +214,12 @@ int RunCommand(const std::vector<std::string>& argv, std::string* output,
 
 std::string BinDir() {
   const char* d = std::getenv("OUTPOST_BIN_DIR");
-  return d ? d : "./bin";
+  return d ? d : OUTPOST_TEST_BIN_DIR;
 }
 
 std::string SourceDir() {
   const char* d = std::getenv("OUTPOST_SOURCE_DIR");
-  return d ? d : ".";
+  return d ? d : OUTPOST_TEST_SOURCE_DIR;
 }
 
 std::string ReadFileOr(const std::string& path, const std::string& fallback) {
