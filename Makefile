@@ -47,10 +47,18 @@ build-armhf:
 # distribution's hardening flags in build-pkg-<arch>/ (kept: a second run only
 # rebuilds what changed), Depends from dpkg-shlibdeps, lintian errors fail.
 # DEB_VERSION=... overrides the Debian version (default: the CMake project's).
+# The packages into build/deb/. Every architecture whose cross libraries can
+# be installed is built; if one cannot (a broken mirror), the others are still
+# built and make deb then fails naming it.
 deb:
-	@$(DEPS) native arm64 armhf tools
-	@packaging/deb/build-debs.sh --out build/deb -j$(JOBS) \
-	  $(if $(DEB_VERSION),--version $(DEB_VERSION)) amd64 arm64 armhf
+	@$(DEPS) native arm64 tools
+	@arches="amd64 arm64"; missing=""; \
+	if $(DEPS) armhf; then arches="$$arches armhf"; else missing="armhf"; fi; \
+	packaging/deb/build-debs.sh --out build/deb -j$(JOBS) \
+	  $(if $(DEB_VERSION),--version $(DEB_VERSION)) $$arches || exit 1; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deb: $$missing not built: its cross libraries could not be installed (see apt's error above)" >&2; \
+	  exit 1; fi
 
 # Broker + hub + one enrolled agent under ./demo-state/ (examples/demo.sh).
 # DEMO_ONESHOT=1 exits right after the converged status.
