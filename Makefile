@@ -66,8 +66,15 @@ DEMO_ONESHOT ?= 0
 demo: build
 	@DEMO_ONESHOT=$(DEMO_ONESHOT) examples/demo.sh
 
-bench:
-	@echo "bench: arrives with the benchmark issue (#7)"; exit 1
+# The benchmarks of docs/benchmarks.md, on a release build in build-bench/
+# (-O2, as the packages are built): one line per figure. Knobs such as
+# BENCH_DEVICES=1000 or BENCH_SOAK_SECONDS=600 are listed in tests/bench/run.sh.
+bench: deps
+	@cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release "-DCMAKE_CXX_FLAGS_RELEASE=-O2 -DNDEBUG" \
+	  -DOUTPOST_SANITIZE=OFF -DOUTPOST_BUILD_TESTS=OFF $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build-bench -j$(JOBS) --target outpost-agent outpost-hub outpostctl outpost-sim \
+	  >build-bench/build.log 2>&1 || { tail -40 build-bench/build.log; exit 1; }
+	@tests/bench/run.sh build-bench/bin
 
 fuzz:
 	@echo "fuzz: arrives with the end-to-end issue (#5)"; exit 1
