@@ -189,6 +189,11 @@ DesiredOutcome Engine::OnDesired(const std::string& payload, Now now) {
     if (Status s = store_.CountIgnored(Ignored::kDuplicate); !s.ok())
       log::Error("sync: counting a duplicate document: ", s.error().ToString());
     log::Debug("sync: desired generation ", generation, " is the one held (duplicate)");
+    // The hub (re)published it: after the broker lost its state the hub
+    // republishes every document, and the report this agent sent when it
+    // reconnected may have reached a broker the hub was not subscribed to
+    // yet. Reporting again (coalesced) gives the hub the device's view.
+    MarkReportDirty(now);
     return DesiredOutcome::kDuplicate;
   }
   if (generation < held) {
@@ -208,8 +213,13 @@ DesiredOutcome Engine::OnDesired(const std::string& payload, Now now) {
     last_rejection_ =
         "storing generation " + std::to_string(generation) + ": " + s.error().message();
     log::Error("sync: ", last_rejection_);
+    // Not the document's fault (a full disk): try it again later. The hub
+    // would not send it again by itself.
+    retry_desired_ = payload;
+    retry_desired_at_ms_ = now.steady_ms + kStoreRetryMs;
     return DesiredOutcome::kRejected;
   }
+  retry_desired_.reset();
   log::Info("sync: accepted desired generation ", generation, " (", workloads.size(),
             " workloads)");
   apply_ = ApplyRequest{generation, std::move(workloads)};
@@ -310,6 +320,9 @@ void Engine::SendReport(Now now, bool full) {
   if (!seq.ok()) {
     log::Error("sync: report_seq: ", seq.error().ToString());
     report_dirty_ = true;
+    // Try again one report interval from now, not at once: NextWakeup()
+    // counts from the last attempt, and a full disk fails every attempt.
+    last_report_steady_ms_ = now.steady_ms;
     return;
   }
   outpost::v1::ReportedState report;
@@ -404,10 +417,17 @@ std::optional<std::int64_t> Engine::NextWakeup() const {
     consider(std::max(in_flight_.front().sent_steady_ms, last_ack_steady_ms_) +
              config_.ack_timeout.count());
   }
+  if (retry_desired_.has_value()) consider(retry_desired_at_ms_);
   return at;
 }
 
 void Engine::OnTick(Now now) {
+  if (retry_desired_.has_value() && now.steady_ms >= retry_desired_at_ms_) {
+    std::string payload = std::move(*retry_desired_);
+    retry_desired_.reset();
+    log::Info("sync: trying to store the desired document again");
+    OnDesired(payload, now);  // accepted, or scheduled again
+  }
   if (!connected_) return;
   if (report_dirty_ && (!last_report_steady_ms_.has_value() ||
                         now.steady_ms - *last_report_steady_ms_ >= config_.report_interval.count()))

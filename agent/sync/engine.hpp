@@ -38,6 +38,9 @@ inline constexpr std::size_t kMaxReportedBytes = 64u << 10;
 inline constexpr std::size_t kMaxAckBytes = 1024;
 inline constexpr std::size_t kMaxPresenceBytes = 1024;
 inline constexpr std::size_t kMaxEventMessageBytes = 1024;
+// A valid document that could not be stored (a full disk) is tried again
+// after this long, until it is stored or a newer one replaces it.
+inline constexpr std::int64_t kStoreRetryMs = 5000;
 
 // The time, injected: steady for timers, Unix for timestamps and certificate checks.
 struct Now {
@@ -168,6 +171,9 @@ class Engine {
 
   std::uint64_t hub_generation_ = 0;
   std::uint64_t dropped_messages_ = 0;
+  // A valid document whose storing failed, and when to try again.
+  std::optional<std::string> retry_desired_;
+  std::int64_t retry_desired_at_ms_ = 0;
   std::string last_rejection_;
 
   std::vector<Publish> publishes_;
