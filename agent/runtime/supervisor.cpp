@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <deque>
 #include <map>
+#include <optional>
 #include <random>
 
 #include "agent/runtime/log_rotation.hpp"
@@ -62,6 +63,10 @@ struct Entry {
   v1::ResourceMode mode = v1::RESOURCE_MODE_UNSPECIFIED;
   std::string resource_note;  // e.g. "cpu limit not enforced: no writable cgroup v2"
   bool has_cgroup = false;
+  // The record of the running process when ProcessRecordStore::Save failed
+  // (a full disk): saved again on every tick until it works, so that a
+  // restarted agent adopts this process instead of starting a second one.
+  std::optional<ProcessRecord> unsaved_record;
 };
 
 }  // namespace
@@ -414,8 +419,11 @@ class Supervisor::Impl {
     rec.restarts = e.machine.restarts();
     rec.started_at_ms = now.unix_ms;
     auto saved = store_.Save(rec);
+    e.unsaved_record.reset();
     if (!saved.ok()) {
-      log::Warn("workload ", name, ": cannot record pid ", rec.pid, ": ", saved.error().message());
+      log::Warn("workload ", name, ": cannot record pid ", rec.pid, ": ", saved.error().message(),
+                " (retrying)");
+      e.unsaved_record = rec;
     }
     log::Info("workload ", name, ": started pid ", spawned->pid);
     return e.machine.Started(spawned->pid, now);
@@ -450,6 +458,7 @@ class Supervisor::Impl {
     ExitStatus st = status.ok() ? *status : ExitStatus{false, -1};
     boost::system::error_code ignored;
     e.watch.close(ignored);
+    e.unsaved_record.reset();
     auto removed = store_.Remove(name);
     if (!removed.ok()) log::Warn("workload ", name, ": ", removed.error().message());
     log::Info("workload ", name, ": pid ", pid, " ", DescribeExit(st));
@@ -507,6 +516,10 @@ class Supervisor::Impl {
       auto it = entries_.find(name);
       if (it == entries_.end()) continue;
       Entry& e = *it->second;
+      if (e.unsaved_record.has_value() && store_.Save(*e.unsaved_record).ok()) {
+        log::Info("workload ", name, ": recorded pid ", e.unsaved_record->pid);
+        e.unsaved_record.reset();
+      }
       if (e.machine.NeedsReadiness()) {
         Readiness r = ReadinessFor(e.machine.spec());
         Drive(name, [&](WorkloadMachine& m) { return m.ReadinessChanged(r, now); });
