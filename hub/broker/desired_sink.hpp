@@ -1,8 +1,10 @@
 // Where the hub's state thread hands desired documents to be signed and
-// published. Calls never block on the network or on signing.
+// published (and, optionally, acks to be sent). Calls never block on the
+// network or on signing.
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "hub/registry/registry.hpp"
@@ -19,6 +21,13 @@ class DesiredSink {
   // Removes the device's retained messages (desired, presence) from the
   // broker: the device was revoked or deleted.
   virtual void Clear(const std::string& device_id) = 0;
+  // Acks for devices (topic, payload), QoS 1, not retained. A sink that
+  // sends them takes them and returns true; the default sends nothing and
+  // returns false (the caller then publishes them itself).
+  virtual bool SendAcks(std::vector<std::pair<std::string, std::string>>& acks) {
+    (void)acks;
+    return false;
+  }
 };
 
 }  // namespace outpost::hub::broker

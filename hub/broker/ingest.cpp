@@ -95,12 +95,16 @@ void DeviceIngest::HandleAll(const std::vector<DeviceMessage>& messages) {
 }
 
 void DeviceIngest::Flush() {
-  for (auto& [topic, payload] : acks_) {
-    // Fire and forget: a lost ack makes the agent resend, and the resend is
-    // acknowledged again.
-    Status published = client_->Publish(topic, std::move(payload), 1, false);
-    if (!published.ok()) {
-      log::Debug("ingest: ack on ", topic, " not sent: ", published.error().message());
+  // The publisher thread sends acks (retrying a full client buffer); without
+  // one, they go out from here.
+  if (!acks_.empty() && !desired_->SendAcks(acks_)) {
+    for (auto& [topic, payload] : acks_) {
+      // Fire and forget: a lost ack makes the agent resend, and the resend is
+      // acknowledged again.
+      Status published = client_->Publish(topic, std::move(payload), 1, false);
+      if (!published.ok()) {
+        log::Debug("ingest: ack on ", topic, " not sent: ", published.error().message());
+      }
     }
   }
   acks_.clear();

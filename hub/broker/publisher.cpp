@@ -70,6 +70,43 @@ void DesiredPublisher::Clear(const std::string& device_id) {
   Enqueue(Job{device_id, 0, "", "", true});
 }
 
+bool DesiredPublisher::SendAcks(std::vector<std::pair<std::string, std::string>>& acks) {
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [topic, payload] : acks) {
+      auto [it, inserted] = acks_.try_emplace(topic);
+      if (inserted) ack_order_.push_back(topic);
+      it->second = std::move(payload);
+    }
+  }
+  acks.clear();
+  cv_.notify_all();
+  return true;
+}
+
+bool DesiredPublisher::SendAcksLocked(std::unique_lock<std::mutex>& lock) {
+  while (!ack_order_.empty() && connected_ && !stop_) {
+    std::string topic = std::move(ack_order_.front());
+    ack_order_.pop_front();
+    auto node = acks_.extract(topic);
+    if (node.empty()) continue;
+    lock.unlock();
+    // Fire and forget: a lost ack makes the agent resend, and the resend is
+    // acknowledged again.
+    Status s = client_->Publish(topic, node.mapped(), 1, false);
+    lock.lock();
+    if (!s.ok()) {
+      log::Debug("ack on ", topic, " not sent yet: ", s.error().message());
+      if (acks_.try_emplace(topic, std::move(node.mapped())).second) {
+        ack_order_.push_front(std::move(topic));
+      }
+      return false;
+    }
+    ++acks_sent_;
+  }
+  return true;
+}
+
 void DesiredPublisher::FlushSignedLocked() {
   if (signed_.empty()) return;
   auto batch = std::make_shared<std::vector<SignedDoc>>(std::move(signed_));
@@ -95,9 +132,16 @@ void DesiredPublisher::Run() {
   std::unique_lock lock(mu_);
   for (;;) {
     cv_.wait(lock, [&] {
-      return stop_ || (connected_ && in_flight_ < options_.max_in_flight && !order_.empty());
+      return stop_ || (connected_ && (!ack_order_.empty() ||
+                                      (in_flight_ < options_.max_in_flight && !order_.empty())));
     });
     if (stop_) break;
+    if (!SendAcksLocked(lock)) {
+      // The client's buffer is full: let it drain.
+      cv_.wait_for(lock, std::chrono::milliseconds(10), [&] { return stop_; });
+      continue;
+    }
+    if (!connected_ || in_flight_ >= options_.max_in_flight || order_.empty()) continue;
     std::string id = std::move(order_.front());
     order_.pop_front();
     auto node = pending_.extract(id);
@@ -151,7 +195,7 @@ void DesiredPublisher::Run() {
         order_.push_back(device_id);
         pending_.emplace(device_id, std::move(job));
       }
-      cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stop_; });
+      cv_.wait_for(lock, std::chrono::milliseconds(10), [&] { return stop_; });
     }
     if (signed_.size() >= options_.store_batch || order_.empty()) FlushSignedLocked();
   }
@@ -202,13 +246,14 @@ void DesiredPublisher::OnDone(const std::string& device_id, std::uint64_t genera
 
 nlohmann::json DesiredPublisher::StatsJson() const {
   std::lock_guard lock(mu_);
-  return {{"pending", pending_.size()}, {"inFlight", in_flight_}, {"published", published_},
-          {"acked", acked_total_},      {"failed", failed_},      {"signed", signed_total_}};
+  return {{"pending", pending_.size()},  {"inFlight", in_flight_}, {"published", published_},
+          {"acked", acked_total_},       {"failed", failed_},      {"signed", signed_total_},
+          {"acksWaiting", acks_.size()}, {"acksSent", acks_sent_}};
 }
 
 bool DesiredPublisher::Idle() const {
   std::lock_guard lock(mu_);
-  return pending_.empty() && in_flight_ == 0;
+  return pending_.empty() && in_flight_ == 0 && acks_.empty();
 }
 
 }  // namespace outpost::hub::broker

@@ -10,6 +10,11 @@
 //
 // Back to the state thread (through `post`): StoreSigned for documents it
 // signed, MarkPublished for documents the broker acknowledged (both batched).
+//
+// It also sends the acks for event batches (SendAcks), before documents: one
+// per device at most waits (a newer ack replaces it), and one the MQTT client
+// cannot take yet is retried rather than dropped (a dropped ack costs its
+// device a 10 s wait before it resends its events).
 #pragma once
 
 #include <condition_variable>
@@ -61,6 +66,7 @@ class DesiredPublisher : public DesiredSink {
   void Publish(const std::vector<registry::DesiredChange>& changes) override;
   void Republish(const std::vector<registry::DesiredRecord>& records) override;
   void Clear(const std::string& device_id) override;
+  bool SendAcks(std::vector<std::pair<std::string, std::string>>& acks) override;
 
   nlohmann::json StatsJson() const;
   // Nothing waiting and nothing in flight.
@@ -77,6 +83,9 @@ class DesiredPublisher : public DesiredSink {
 
   void Enqueue(Job job);
   void Run();
+  // Sends the waiting acks; false (with the lock held again) when the client
+  // refused one, which then waits again.
+  bool SendAcksLocked(std::unique_lock<std::mutex>& lock);
   void OnDone(const std::string& device_id, std::uint64_t generation, bool clear,
               const Status& status);
   void FlushSignedLocked();
@@ -93,6 +102,9 @@ class DesiredPublisher : public DesiredSink {
   std::unordered_map<std::string, Job> pending_;
   std::deque<std::string> order_;
   std::size_t in_flight_ = 0;
+  std::unordered_map<std::string, std::string> acks_;  // topic -> newest payload
+  std::deque<std::string> ack_order_;
+  std::uint64_t acks_sent_ = 0;
   std::vector<std::pair<std::string, std::uint64_t>> acked_;
   struct SignedDoc {
     std::string device_id;

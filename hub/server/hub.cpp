@@ -221,7 +221,11 @@ Result<std::unique_ptr<Hub>> Hub::Start(const ServeOptions& options) {
   mo.cert_file = layout.HubCert();
   mo.key_file = layout.HubKey();
   mo.clean_session = false;
-  mo.max_buffered = 10000;
+  // QoS 1 publishes waiting for the broker's ack: acks to devices are fire and
+  // forget, and when a whole fleet answers a rollout at once, one is waiting
+  // per device (a full buffer drops the ack, and the device resends its events
+  // only after 10 s). Below 65535, the MQTT packet ids there are.
+  mo.max_buffered = 60000;
   auto client = mqtt::NewPahoClient(mo);
   if (!client.ok()) return client.error().WithContext("creating the MQTT client");
   impl->mqtt = std::move(*client);
