@@ -22,7 +22,7 @@ constexpr const char* kUsage =
     "  outpost-sim run --state-dir DIR [--count N] [--threads 4] [--broker ssl://HOST:PORT]\n"
     "                  [--hub-data-dir DIR] [--hub-pid PID]\n"
     "                  [--phases connect,idle,reports,rollout,storm,floor]\n"
-    "                  [--manifest FILE --app NAME] [--restart-cmd CMD]\n"
+    "                  [--manifest FILE --app NAME] [--rollouts 1] [--restart-cmd CMD]\n"
     "                  [--floor-broker ssl://HOST:PORT] [--idle-seconds 60] [--timeout 600]\n"
     "                  [--results FILE] [--log-level warn]\n"
     "  outpost-sim agent-startup [--runs 20] [--warmup 1] [--expect 3] [--log FILE]\n"
@@ -137,18 +137,18 @@ int Run(const std::vector<std::string>& args) {
   std::string why;
   if (!Parse(args, 1,
              {"state-dir", "count", "threads", "broker", "hub-data-dir", "hub-pid", "phases",
-              "manifest", "app", "restart-cmd", "floor-broker", "idle-seconds", "timeout",
-              "results", "log-level"},
+              "manifest", "app", "rollouts", "restart-cmd", "floor-broker", "idle-seconds",
+              "timeout", "results", "log-level"},
              {}, &f, &why)) {
     return Usage(why);
   }
   RunOptions o;
   o.state_dir = Get(f, "state-dir");
   if (o.state_dir.empty()) return Usage("run needs --state-dir");
-  long long count = 0, threads = 4, hub_pid = 0, idle = 60, timeout = 600;
+  long long count = 0, threads = 4, hub_pid = 0, idle = 60, timeout = 600, rollouts = 1;
   if (!ToInt(f, "count", &count, &why) || !ToInt(f, "threads", &threads, &why) ||
       !ToInt(f, "hub-pid", &hub_pid, &why) || !ToInt(f, "idle-seconds", &idle, &why) ||
-      !ToInt(f, "timeout", &timeout, &why)) {
+      !ToInt(f, "timeout", &timeout, &why) || !ToInt(f, "rollouts", &rollouts, &why)) {
     return Usage(why);
   }
   o.count = static_cast<std::size_t>(count);
@@ -156,6 +156,7 @@ int Run(const std::vector<std::string>& args) {
   o.hub_pid = static_cast<int>(hub_pid);
   o.idle_seconds = static_cast<int>(idle);
   o.timeout_seconds = static_cast<int>(timeout);
+  o.rollouts = static_cast<int>(rollouts);
   o.broker_url = Get(f, "broker");
   o.hub_data_dir = Get(f, "hub-data-dir");
   o.manifest = Get(f, "manifest");

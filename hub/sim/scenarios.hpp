@@ -36,8 +36,10 @@ struct RunOptions {
   std::string hub_data_dir;  // ctl.yaml, hub.db, mosquitto.pid, hub.crt/key
   int hub_pid = 0;
   std::vector<std::string> phases;
-  std::string manifest;      // rollout: the EdgeApplication YAML to apply
+  std::string manifest;      // rollout: the EdgeApplication YAML to apply; every
+                             // "@ROLLOUT@" in it becomes a new value per rollout
   std::string app;           // rollout: its name (for the rollout status)
+  int rollouts = 1;          // rollout: how many, one after the other
   std::string restart_cmd;   // storm: restarts the broker, returns when it listens
   std::string floor_broker;  // floor: ssl://host:port of a broker alone
   int idle_seconds = 60;

@@ -9,6 +9,7 @@
 #   BENCH_PARTS          "agent startup soak fleet"   which parts run
 #   BENCH_DEVICES        10000   simulated devices (outpost-sim)
 #   BENCH_SIM_THREADS    4       outpost-sim's epoll threads
+#   BENCH_ROLLOUTS       3       rollouts in a row (each line, then the median)
 #   BENCH_IDLE_SECONDS   60      idle-traffic window
 #   BENCH_STEADY_SECONDS 30      agent steady state before its footprint
 #   BENCH_SOAK_SECONDS   180     agent soak with crash-looping workloads
@@ -27,6 +28,7 @@ BIN=$(realpath "${1:-build-bench/bin}")
 PARTS=${BENCH_PARTS:-agent startup soak fleet}
 DEVICES=${BENCH_DEVICES:-10000}
 SIM_THREADS=${BENCH_SIM_THREADS:-4}
+ROLLOUTS=${BENCH_ROLLOUTS:-3}
 IDLE_SECONDS=${BENCH_IDLE_SECONDS:-60}
 STEADY_SECONDS=${BENCH_STEADY_SECONDS:-30}
 SOAK_SECONDS=${BENCH_SOAK_SECONDS:-180}
@@ -238,12 +240,10 @@ part_fleet() {
     "$HUB_DIR/mosquitto.conf" >"$STATE/floor/mosquitto.conf"
   spawn FLOOR_PID "$STATE/floor/mosquitto.log" mosquitto -c "$STATE/floor/mosquitto.conf"
   wait_for 30 port_listens "$FLOOR_PORT" || die "the floor broker did not listen"
-  # Every run changes every device's document.
-  sed "s/@ROLLOUT@/$(date +%s%N)/" tests/bench/sim-fleet.yaml >"$STATE/sim-fleet.yaml"
   "$BIN/outpost-sim" run --state-dir "$SIM_DIR" --count "$DEVICES" --threads "$SIM_THREADS" \
     --broker "ssl://localhost:$BROKER_PORT" --hub-data-dir "$HUB_DIR" --hub-pid "$HUB_PID" \
     --phases connect,idle,reports,rollout,storm,floor --idle-seconds "$IDLE_SECONDS" \
-    --manifest "$STATE/sim-fleet.yaml" --app sim-fleet \
+    --manifest tests/bench/sim-fleet.yaml --app sim-fleet --rollouts "$ROLLOUTS" \
     --restart-cmd "tests/bench/restart-broker.sh $HUB_DIR $BROKER_PORT $STATE/mosquitto.log" \
     --floor-broker "ssl://localhost:$FLOOR_PORT" --results "$RESULTS" ||
     log "outpost-sim run failed (figures above are those it measured)"
