@@ -8,10 +8,12 @@
 #include <initializer_list>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <utility>
 
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include "shared/crypto/crypto.hpp"
@@ -956,6 +958,52 @@ std::string MarkText(const YAML::Mark& mark) {
          ": ";
 }
 
+// yaml-cpp 0.7 (Debian 12) never returns from LoadAll on some invalid input,
+// e.g. a manifest that is just ",": the parser reports an empty document
+// without consuming the token it is stuck on, again and again, and LoadAll
+// collects them until memory runs out (jbeder/yaml-cpp#1040, fixed upstream
+// by #1319 after 0.8.0). Found by tests/e2e/fuzz (fuzz_manifest). So the
+// documents are first walked with a handler that keeps nothing: a document
+// starting where the previous one started means the parser is stuck, and the
+// count is bounded.
+class DocumentWalker final : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark& mark) override { start = mark; }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+  YAML::Mark start;
+};
+
+// Throws YAML::Exception like LoadAll for what the parser refuses.
+Status WalkDocuments(const std::string& text, std::size_t max_documents) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  DocumentWalker walker;
+  std::size_t documents = 0;
+  int previous_start = -1;
+  while (parser.HandleNextDocument(walker)) {
+    if (walker.start.pos == previous_start) {
+      return Error(Errc::kInvalidArgument,
+                   "not valid YAML: " + MarkText(walker.start) + "the parser cannot get past this");
+    }
+    previous_start = walker.start.pos;
+    if (++documents > max_documents) {
+      return Error(Errc::kResourceExhausted,
+                   "more than " + std::to_string(max_documents) + " YAML documents");
+    }
+  }
+  return OkStatus();
+}
+
 struct YamlLimits {
   std::size_t nodes = 0;
 };
@@ -1134,6 +1182,10 @@ Result<std::vector<Application>> ParseApplications(std::string_view yaml, ParseE
   }
   std::vector<YAML::Node> nodes;
   try {
+    // Empty documents ("---" lines) count too, hence the margin.
+    if (Status walked = WalkDocuments(std::string(yaml), 4 * kMaxDocuments); !walked.ok()) {
+      return MakeError(walked.error().code(), 0, "?", {"", walked.error().message()}, error);
+    }
     nodes = YAML::LoadAll(std::string(yaml));
   } catch (const YAML::Exception& e) {
     return MakeError(Errc::kInvalidArgument, 0, "?",
