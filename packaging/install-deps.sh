@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages Outpost needs, only those missing.
 # Idempotent and quiet: prints nothing when everything is already there.
-#   packaging/install-deps.sh [native] [arm64] [armhf] [tools]
+#   packaging/install-deps.sh [native] [arm64] [armhf] [tools] [fuzz]
 set -euo pipefail
 
 sets=("$@")
@@ -39,7 +39,8 @@ for s in "${sets[@]}"; do
     armhf)  add_arch armhf; want+=(g++-arm-linux-gnueabihf qemu-user binutils-arm-linux-gnueabihf)
             for p in "${cross_libs[@]}"; do want+=("$p:armhf"); done ;;
     tools)  want+=(debhelper dpkg-dev fakeroot lintian valgrind linux-perf python3-yaml adduser) ;;
-    *) echo "install-deps: unknown set '$s' (native, arm64, armhf, tools)" >&2; exit 2 ;;
+    fuzz)   want+=(clang libclang-rt-14-dev) ;;  # make fuzz: libFuzzer, sanitizer runtimes
+    *) echo "install-deps: unknown set '$s' (native, arm64, armhf, tools, fuzz)" >&2; exit 2 ;;
   esac
 done
 
