@@ -83,8 +83,8 @@ std::uint64_t StartStoreFleet(Fleet& fleet, int n) {
 }
 
 // Every event the agent produced is stored by the hub, once, without a gap:
-// the agent's outbox is empty, its acked seq is the hub's highest, and the
-// hub holds exactly seqs 1..that.
+// the agent's outbox is empty, its acked seq is the hub's highest, the hub
+// holds exactly seqs 1..that, and that is the last seq agent.db gave out.
 ::testing::AssertionResult NoEventLost(Hub& hub, AgentNode& agent) {
   json s = agent.Status();
   if (!s.is_object()) return ::testing::AssertionFailure() << "no status";
@@ -100,6 +100,11 @@ std::uint64_t StartStoreFleet(Fleet& fleet, int n) {
   if (!ev.Contiguous())
     return ::testing::AssertionFailure() << "hub holds " << ev.count << " events, highest "
                                          << ev.max_seq << ": a gap or a duplicate";
+  // Every seq the agent ever gave out (agent.db's next_seq) is among them.
+  AgentDbState db = ReadAgentDb(agent.db(), /*read_only=*/true);
+  if (!db.opened || db.next_seq != ev.max_seq + 1)
+    return ::testing::AssertionFailure() << "agent.db next_seq " << db.next_seq << " ("
+                                         << db.open_error << "), hub's highest " << ev.max_seq;
   return ::testing::AssertionSuccess();
 }
 
