@@ -24,6 +24,7 @@ constexpr const char* kUsage =
     "                  [--phases connect,idle,reports,rollout,storm,floor]\n"
     "                  [--manifest FILE --app NAME] [--rollouts 1] [--restart-cmd CMD]\n"
     "                  [--floor-broker ssl://HOST:PORT] [--idle-seconds 60] [--timeout 600]\n"
+    "                  [--connect-timeout 10]\n"
     "                  [--results FILE] [--log-level warn]\n"
     "  outpost-sim agent-startup [--runs 20] [--warmup 1] [--expect 3] [--log FILE]\n"
     "                  [--results FILE] -- OUTPOST-AGENT ARGS... run\n"
@@ -145,10 +146,12 @@ int Run(const std::vector<std::string>& args) {
   RunOptions o;
   o.state_dir = Get(f, "state-dir");
   if (o.state_dir.empty()) return Usage("run needs --state-dir");
-  long long count = 0, threads = 4, hub_pid = 0, idle = 60, timeout = 600, rollouts = 1;
+  long long count = 0, threads = 4, hub_pid = 0, idle = 60, timeout = 600, rollouts = 1,
+            connect_timeout = 10;
   if (!ToInt(f, "count", &count, &why) || !ToInt(f, "threads", &threads, &why) ||
       !ToInt(f, "hub-pid", &hub_pid, &why) || !ToInt(f, "idle-seconds", &idle, &why) ||
-      !ToInt(f, "timeout", &timeout, &why) || !ToInt(f, "rollouts", &rollouts, &why)) {
+      !ToInt(f, "timeout", &timeout, &why) || !ToInt(f, "rollouts", &rollouts, &why) ||
+      !ToInt(f, "connect-timeout", &connect_timeout, &why)) {
     return Usage(why);
   }
   o.count = static_cast<std::size_t>(count);
@@ -157,6 +160,7 @@ int Run(const std::vector<std::string>& args) {
   o.idle_seconds = static_cast<int>(idle);
   o.timeout_seconds = static_cast<int>(timeout);
   o.rollouts = static_cast<int>(rollouts);
+  o.connect_timeout_seconds = std::max(1, static_cast<int>(connect_timeout));
   o.broker_url = Get(f, "broker");
   o.hub_data_dir = Get(f, "hub-data-dir");
   o.manifest = Get(f, "manifest");

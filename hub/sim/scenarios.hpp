@@ -43,8 +43,9 @@ struct RunOptions {
   std::string restart_cmd;   // storm: restarts the broker, returns when it listens
   std::string floor_broker;  // floor: ssl://host:port of a broker alone
   int idle_seconds = 60;
-  int timeout_seconds = 600;  // per phase
-  std::string results;        // figure lines are appended here too
+  int connect_timeout_seconds = 10;  // per attempt, as the agent
+  int timeout_seconds = 600;         // per phase
+  std::string results;               // figure lines are appended here too
 };
 
 // Returns the process exit code (0: every phase completed).
