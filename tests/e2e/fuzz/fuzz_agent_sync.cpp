@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 
 #include "agent/sync/engine.hpp"
 #include "agent/sync/sync_store.hpp"
@@ -70,15 +71,20 @@ Trust& TheTrust() {
   return *t;
 }
 
+// Signing costs an ECDSA signature per input; most mutations leave the
+// document as it was and change another step, so signatures are cached.
 std::string SignedDocument(const std::string& document) {
   Trust& t = TheTrust();
+  static std::unordered_map<std::string, std::string> cache;
+  if (auto it = cache.find(document); it != cache.end()) return it->second;
+  if (cache.size() >= 4096) cache.clear();
   auto sig = crypto::Sign(*t.signer_key, document);
   if (!sig.ok()) fuzz::Broken("Sign", sig.error().ToString());
   outpost::v1::SignedDesiredState s;
   s.set_document(document);
   s.set_signature(*sig);
   s.set_signer_certificate(t.signer_der);
-  return s.SerializeAsString();
+  return cache[document] = s.SerializeAsString();
 }
 
 }  // namespace
