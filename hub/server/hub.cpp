@@ -270,6 +270,28 @@ Result<std::unique_ptr<Hub>> Hub::Start(const ServeOptions& options) {
     } else {
       log::Error("reading unpublished documents failed: ", records.error().ToString());
     }
+    // Devices last seen behind their document: the report saying they caught
+    // up may have been in this hub's ingest queue when it stopped (the broker
+    // counts a QoS 1 message delivered once the client has it, before it is
+    // committed), and agents report only on change. A document sent again
+    // makes an agent report (a duplicate document is answered with a report).
+    // Found by tests/e2e (E2eFleet.HubKilledMidRolloutLosesAndSkipsNoGeneration).
+    auto devices = registry.ListDevices();
+    if (!devices.ok()) {
+      log::Error("listing devices failed: ", devices.error().ToString());
+      return;
+    }
+    std::vector<registry::DesiredRecord> behind;
+    for (const auto& d : *devices) {
+      if (d.revoked || d.observed_generation >= d.desired_generation) continue;
+      auto record = registry.GetDesired(d.id);
+      if (record.ok() && record->published_generation >= record->generation)
+        behind.push_back(std::move(*record));  // unpublished ones went out above
+    }
+    if (!behind.empty()) {
+      log::Info("sending ", behind.size(), " document(s) again to devices behind them");
+      publisher->Republish(behind);
+    }
   });
   if (Status s = impl->link->Start(); !s.ok()) {
     impl->Stop();
