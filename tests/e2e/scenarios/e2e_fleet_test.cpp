@@ -401,12 +401,11 @@ TEST(E2eFleet, AgentKilledWhileOfflineReadoptsAndCatchesUp) {
 // ---------------------------------------------------------------------------
 // 5. The hub is SIGKILLed right after it accepted a change (mid-rollout) and
 // restarted, three times: no device loses or skips a generation and every
-// rollout completes.
-// DISABLED: failed in a fresh-clone `make check` (rollout status --watch timed
-// out after the hub restart; mosquitto logged "Client outpost-hub-... disconnected:
-// Protocol error" for the restarted hub). Open in issue 5 until understood;
-// run it with --gtest_also_run_disabled_tests.
-TEST(E2eFleet, DISABLED_HubKilledMidRolloutLosesAndSkipsNoGeneration) {
+// rollout completes. (mosquitto logs "Client outpost-hub-... disconnected:
+// Protocol error" after a kill: strerror(EPROTO), which mosquitto reports when
+// OpenSSL 3 sees a TLS connection end without close_notify, here the SIGKILLed
+// hub's. It is not about the restarted hub; what failed here was finding F6.)
+TEST(E2eFleet, HubKilledMidRolloutLosesAndSkipsNoGeneration) {
   Fleet fleet("e2e-hub-kill");
   const std::uint64_t first = StartStoreFleet(fleet, 3);
   ASSERT_FALSE(HasFailure());
@@ -427,8 +426,11 @@ TEST(E2eFleet, DISABLED_HubKilledMidRolloutLosesAndSkipsNoGeneration) {
       // skipped (no second bump).
       EXPECT_EQ(fleet.hub().DesiredGeneration(a.name()), gen) << a.name() << " round " << round;
     }
+    // 45 s, inside Ctl's own 60 s limit: a rollout that does not complete
+    // ends with outpostctl naming the devices it waits for, not a SIGKILL
+    // that loses its output.
     std::string out;
-    ASSERT_EQ(fleet.hub().Ctl({"rollout", "status", kApp, "--watch", "--timeout", "60s"}, &out), 0)
+    ASSERT_EQ(fleet.hub().Ctl({"rollout", "status", kApp, "--watch", "--timeout", "45s"}, &out), 0)
         << out << "\n"
         << fleet.Logs();
     for (std::size_t i = 0; i < fleet.size(); ++i) {
