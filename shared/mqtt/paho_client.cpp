@@ -66,6 +66,11 @@ class PahoClient final : public Client, public ::mqtt::callback {
                          .connect_timeout(std::chrono::duration_cast<std::chrono::seconds>(
                              options_.connect_timeout))
                          .max_inflight(std::max(10, options_.max_buffered))
+                         // 3.1.1 only: Paho's default falls back to MQTT 3.1
+                         // after a timed-out attempt, a second attempt that
+                         // outlived our wait for the first and left Paho
+                         // connected while we counted a failure.
+                         .mqtt_version(MQTTVERSION_3_1_1)
                          .automatic_reconnect(false);
       if (options_.server_uri.rfind("ssl://", 0) == 0) builder.ssl(std::move(ssl));
       if (options_.will) {
@@ -201,9 +206,16 @@ class PahoClient final : public Client, public ::mqtt::callback {
   bool ConnectOnce(const std::vector<std::pair<std::string, int>>& subs, bool* session_present,
                    std::string* cause) {
     try {
+      // A connection left over from an attempt we gave up on (it completed
+      // after our wait): start from a clean slate.
+      if (client_->is_connected()) Abandon();
       auto tok = client_->connect(connect_options_);
       if (!tok->wait_for(options_.connect_timeout + std::chrono::seconds(1))) {
         *cause = "connect timed out";
+        // Paho may still be connecting: cancel it, or it connects behind our
+        // back and the next connect() never completes (found by the
+        // reconnect-storm benchmark: a hub that stayed offline for good).
+        Abandon();
         return false;
       }
       *session_present = tok->get_connect_response().is_session_present();
@@ -215,9 +227,10 @@ class PahoClient final : public Client, public ::mqtt::callback {
           qos.push_back(q);
         }
         auto st = client_->subscribe(filters, qos);
+        if (*session_present && !options_.await_resubscribe) return true;
         if (!st->wait_for(options_.connect_timeout)) {
           *cause = "subscribe timed out";
-          client_->disconnect(0);
+          Abandon();
           return false;
         }
       }
@@ -231,6 +244,16 @@ class PahoClient final : public Client, public ::mqtt::callback {
       } catch (const ::mqtt::exception&) {
       }
       return false;
+    }
+  }
+
+  // Ends a connection or a connect in progress, without the will's delay:
+  // Paho's disconnect also cancels a pending connect. Waits briefly for it.
+  void Abandon() {
+    try {
+      client_->disconnect(0)->wait_for(std::chrono::seconds(2));
+    } catch (const ::mqtt::exception& e) {
+      log::Debug("mqtt: abandoning the connection: ", e.what());
     }
   }
 
