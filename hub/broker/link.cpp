@@ -76,7 +76,13 @@ void BrokerLink::Drain(registry::Registry& /*registry*/) {
 
 void BrokerLink::OnConnection(const mqtt::Client::ConnectionEvent& event) {
   if (!event.connected) {
-    if (connected_.exchange(false)) log::Warn("broker link down: ", event.cause);
+    if (connected_.exchange(false)) {
+      log::Warn("broker link down: ", event.cause);
+    } else {
+      // A failed attempt: said once per distinct cause, not every retry.
+      std::lock_guard lock(mu_);
+      if (event.cause != last_cause_) log::Warn("broker connect failed: ", event.cause);
+    }
     {
       std::lock_guard lock(mu_);
       last_cause_ = event.cause;

@@ -86,9 +86,18 @@ Result<HubConfig> ParseNode(const YAML::Node& root) {
     OUTPOST_TRY(ReadString(api, "public_url", "api.", &c.public_hub_url));
   }
   if (YAML::Node broker = root["broker"]) {
-    OUTPOST_TRY(CheckKeys(broker, "broker", {"url", "public_url"}));
+    OUTPOST_TRY(
+        CheckKeys(broker, "broker", {"url", "public_url", "reconnect_min_ms", "reconnect_max_ms"}));
     OUTPOST_TRY(ReadString(broker, "url", "broker.", &c.broker_url));
     OUTPOST_TRY(ReadString(broker, "public_url", "broker.", &c.public_broker_url));
+    OUTPOST_TRY(
+        ReadInt(broker, "reconnect_min_ms", "broker.", 10, 600000, &c.broker_reconnect_min_ms));
+    OUTPOST_TRY(
+        ReadInt(broker, "reconnect_max_ms", "broker.", 100, 3600000, &c.broker_reconnect_max_ms));
+    if (c.broker_reconnect_min_ms > c.broker_reconnect_max_ms) {
+      return Error(Errc::kInvalidArgument,
+                   "broker.reconnect_min_ms is larger than broker.reconnect_max_ms");
+    }
   }
   if (!ValidHostname(c.hostname)) {
     return Error(Errc::kInvalidArgument, "hostname: \"" + c.hostname + "\" is not a valid name");
@@ -183,6 +192,9 @@ std::string RenderHubConfig(const HubConfig& c) {
       << "  url: " << Quote(c.broker_url) << "\n"
       << "  # told to devices at enrollment\n"
       << "  public_url: " << Quote(c.public_broker_url) << "\n"
+      << "  # the hub's reconnect backoff (jittered, doubling from min to max)\n"
+      << "  reconnect_min_ms: " << c.broker_reconnect_min_ms << "\n"
+      << "  reconnect_max_ms: " << c.broker_reconnect_max_ms << "\n"
       << "device_cert_days: " << c.device_cert_days << "\n"
       << "log_level: " << Quote(c.log_level) << "\n";
   return out.str();

@@ -10,6 +10,8 @@
 //   broker:
 //     url: ssl://127.0.0.1:8883        # where the hub itself connects
 //     public_url: ssl://hub.example.com:8883     # told to devices at enrollment
+//     reconnect_min_ms: 250            # the hub's own reconnect backoff
+//     reconnect_max_ms: 2000
 //   device_cert_days: 90
 //   log_level: info
 //
@@ -32,6 +34,11 @@ struct HubConfig {
   std::string public_hub_url;     // default https://<hostname>:<api_port>
   std::string broker_url;         // default ssl://127.0.0.1:8883
   std::string public_broker_url;  // default ssl://<hostname>:8883
+  // The hub's reconnect backoff to its broker. Short: the hub is one client,
+  // and every device's events wait for it (they are acked by the hub) after
+  // a broker restart; devices spread their own reconnects (up to 30 s).
+  int broker_reconnect_min_ms = 250;
+  int broker_reconnect_max_ms = 2000;
   int device_cert_days = 90;
   std::string log_level = "info";
 };

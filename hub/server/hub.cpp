@@ -221,6 +221,14 @@ Result<std::unique_ptr<Hub>> Hub::Start(const ServeOptions& options) {
   mo.cert_file = layout.HubCert();
   mo.key_file = layout.HubKey();
   mo.clean_session = false;
+  // A resumed session still holds the subscriptions: the hub does not wait
+  // for the SUBACK of their renewal (it comes after every device's retained
+  // presence, and after a broker restart behind a reconnecting fleet's
+  // handshakes). The renewal's retained presence still repairs what a killed
+  // hub had received and not stored.
+  mo.await_resubscribe = false;
+  mo.min_retry = std::chrono::milliseconds(cfg.broker_reconnect_min_ms);
+  mo.max_retry = std::chrono::milliseconds(cfg.broker_reconnect_max_ms);
   // QoS 1 publishes waiting for the broker's ack: acks to devices are fire and
   // forget, and when a whole fleet answers a rollout at once, one is waiting
   // per device (a full buffer drops the ack, and the device resends its events

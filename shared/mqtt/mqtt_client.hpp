@@ -30,6 +30,13 @@ struct ClientOptions {
   std::string cert_file;       // PEM client certificate
   std::string key_file;        // PEM private key
   bool clean_session = false;  // false: a persistent session, QoS 1 survives reconnects
+  // After a connect that resumed our session (the broker kept the
+  // subscriptions), wait for the SUBACK of the renewed subscriptions before
+  // counting the client connected. The renewal still goes out either way (it
+  // re-delivers the filters' retained messages). The hub sets false: under a
+  // reconnect storm its SUBACK came after the whole fleet's retained presence
+  // and handshakes, past the connect timeout, again and again.
+  bool await_resubscribe = true;
   std::chrono::seconds keep_alive{30};
   std::optional<Will> will;
   // Reconnect backoff: exponential from min to max, with jitter.

@@ -94,6 +94,8 @@ TEST(HubConfig, RoundTripsAndDerivesUrls) {
   c.public_hub_url = "https://hub.example.com:9443";
   c.broker_url = "ssl://127.0.0.1:9883";
   c.public_broker_url = "ssl://hub.example.com:9883";
+  c.broker_reconnect_min_ms = 100;
+  c.broker_reconnect_max_ms = 5000;
   auto parsed = ParseHubConfig(RenderHubConfig(c));
   ASSERT_TRUE(parsed.ok()) << parsed.error().ToString();
   EXPECT_EQ(parsed->hostname, "hub.example.com");
@@ -102,11 +104,15 @@ TEST(HubConfig, RoundTripsAndDerivesUrls) {
   EXPECT_EQ(parsed->public_hub_url, "https://hub.example.com:9443");
   EXPECT_EQ(parsed->broker_url, "ssl://127.0.0.1:9883");
   EXPECT_EQ(parsed->public_broker_url, "ssl://hub.example.com:9883");
+  EXPECT_EQ(parsed->broker_reconnect_min_ms, 100);
+  EXPECT_EQ(parsed->broker_reconnect_max_ms, 5000);
 
   auto minimal = ParseHubConfig("hostname: edge.local\napi: {port: 1234}\n");
   ASSERT_TRUE(minimal.ok());
   EXPECT_EQ(minimal->public_hub_url, "https://edge.local:1234");
   EXPECT_EQ(minimal->public_broker_url, "ssl://edge.local:8883");
+  EXPECT_EQ(minimal->broker_reconnect_min_ms, 250);
+  EXPECT_EQ(minimal->broker_reconnect_max_ms, 2000);
 }
 
 TEST(HubConfig, RejectsUnknownKeysAndBadValues) {
@@ -116,6 +122,8 @@ TEST(HubConfig, RejectsUnknownKeysAndBadValues) {
   EXPECT_FALSE(ParseHubConfig("api: {port: 70000}\n").ok());
   EXPECT_FALSE(ParseHubConfig("api: {bogus: 1}\n").ok());
   EXPECT_FALSE(ParseHubConfig("log_level: loud\n").ok());
+  EXPECT_FALSE(ParseHubConfig("broker: {reconnect_min_ms: 5}\n").ok());
+  EXPECT_FALSE(ParseHubConfig("broker: {reconnect_min_ms: 5000, reconnect_max_ms: 1000}\n").ok());
   EXPECT_FALSE(ParseHubConfig("hostname: 'bad host'\n").ok());
   EXPECT_FALSE(ParseHubConfig("[not, a, map]\n").ok());
 }
