@@ -158,6 +158,12 @@ class LinuxProcessOps final : public ProcessOps {
     if (::pipe2(pipefd, O_CLOEXEC) != 0) return ErrnoError("pipe2", errno);
     Fd err_read(pipefd[0]);
     Fd err_write(pipefd[1]);
+    // The gate: the child waits for one byte before it does anything, sent
+    // once before_exec has recorded it; EOF (the agent died first) ends it.
+    int gatefd[2];
+    if (::pipe2(gatefd, O_CLOEXEC) != 0) return ErrnoError("pipe2", errno);
+    Fd gate_read(gatefd[0]);
+    Fd gate_write(gatefd[1]);
 
     std::vector<char*> argv;
     argv.reserve(req.argv.size() + 1);
@@ -190,6 +196,13 @@ class LinuxProcessOps final : public ProcessOps {
       dfl.sa_handler = SIG_DFL;
       for (int s = 1; s < NSIG; ++s)
         ::sigaction(s, &dfl, nullptr);  // EINVAL for some: fine
+      ::close(gate_write.get());        // or EOF never comes when the agent dies
+      char go = 0;
+      ssize_t got;
+      do {
+        got = ::read(gate_read.get(), &go, 1);
+      } while (got < 0 && errno == EINTR);
+      if (got != 1) ::_exit(127);  // the agent died before recording us
       sigset_t none;
       sigemptyset(&none);
       ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -221,6 +234,18 @@ class LinuxProcessOps final : public ProcessOps {
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     if (pid < 0) return ErrnoError("fork", fork_errno);
     err_write.Reset();
+    gate_read.Reset();
+    {
+      auto start = StartTime(pid);
+      if (req.before_exec) req.before_exec(pid, start.ok() ? *start : 0);
+      const char go = 1;
+      ssize_t w;
+      do {
+        w = ::write(gate_write.get(), &go, 1);
+      } while (w < 0 && errno == EINTR);
+      gate_write.Reset();
+      // w != 1: the child is gone already; its exit is reported as usual.
+    }
 
     ChildError ce{};
     ssize_t n;

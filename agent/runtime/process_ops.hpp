@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -37,6 +38,14 @@ struct SpawnRequest {
   std::optional<UserIds> user;        // switch to this account (needs root); none: stay
   std::string cgroup_dir;             // non-empty: the child joins this cgroup v2 before exec
   std::uint64_t rlimit_as_bytes = 0;  // non-zero: RLIMIT_AS for the child
+  // Called in the parent after fork, while the child waits before doing
+  // anything: the caller records the pid (and the child's start time) where
+  // a restarted agent will find it. Only then does the child go on to exec.
+  // A child whose parent dies before that (the agent SIGKILLed between fork
+  // and the record) exits without running the workload, so no process is
+  // ever left running unrecorded to be started a second time. Fakes may call
+  // it or not.
+  std::function<void(pid_t pid, std::uint64_t start_time_ticks)> before_exec;
 };
 
 struct SpawnedProcess {

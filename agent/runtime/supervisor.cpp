@@ -396,6 +396,22 @@ class Supervisor::Impl {
       return e.machine.SpawnFailed("log dir: " + made.error().message(), false, now);
     }
 
+    // The record is written between fork and exec (before_exec): an agent
+    // killed at any moment leaves either no process or a recorded one.
+    ProcessRecord rec;
+    rec.name = name;
+    rec.spec_hash = e.machine.spec_hash();
+    rec.restarts = e.machine.restarts();
+    rec.started_at_ms = now.unix_ms;
+    bool recorded = false;
+    Status saved = OkStatus();
+    e.unsaved_record.reset();
+    req.before_exec = [&](pid_t pid, std::uint64_t start_ticks) {
+      rec.pid = pid;
+      rec.start_time_ticks = start_ticks;
+      saved = store_.Save(rec);
+      recorded = true;
+    };
     auto spawned = ops_.Spawn(req);
     if (!spawned.ok()) {
       log::Warn("workload ", name, ": ", spawned.error().message());
@@ -411,15 +427,11 @@ class Supervisor::Impl {
     }
     Watch(e, *fd);
 
-    ProcessRecord rec;
-    rec.name = name;
-    rec.spec_hash = e.machine.spec_hash();
-    rec.pid = spawned->pid;
-    rec.start_time_ticks = spawned->start_time_ticks;
-    rec.restarts = e.machine.restarts();
-    rec.started_at_ms = now.unix_ms;
-    auto saved = store_.Save(rec);
-    e.unsaved_record.reset();
+    if (!recorded || rec.start_time_ticks == 0) {
+      rec.pid = spawned->pid;
+      rec.start_time_ticks = spawned->start_time_ticks;
+      saved = store_.Save(rec);
+    }
     if (!saved.ok()) {
       log::Warn("workload ", name, ": cannot record pid ", rec.pid, ": ", saved.error().message(),
                 " (retrying)");

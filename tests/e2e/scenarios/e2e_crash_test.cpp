@@ -71,7 +71,8 @@ TEST(E2eCrash, AgentKilledFiftyTimesDuringApplyAndReportAlwaysRecovers) {
         << a.Logs() << fleet.hub().Logs();
     EXPECT_EQ(fleet.outputs().EnvOf(a.WorkloadPid(kMain))["REV"], std::to_string(rev))
         << "after kill " << kills;
-    EXPECT_TRUE(WaitFor([&] {
+    // ASSERT: a duplicate stays, and every later round would wait for it.
+    ASSERT_TRUE(WaitFor([&] {
       return fleet.CountWorkloadProcesses(kMain) == 1 && fleet.CountWorkloadProcesses(kSide) == 1;
     })) << "after kill "
         << kills << ": " << fleet.CountWorkloadProcesses(kMain) << " main and "

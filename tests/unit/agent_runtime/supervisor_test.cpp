@@ -4,6 +4,7 @@
 #include "agent/runtime/supervisor.hpp"
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -676,6 +677,75 @@ TEST_F(SupervisorTest, StopAllStopsEverythingAndCallsDone) {
   // Inert afterwards.
   sup->Apply({Spec("x", {"sleep", "1000"})});
   EXPECT_TRUE(sup->Statuses().empty());
+}
+
+// The spawn gate (ProcessOps::Spawn, before_exec): the pid is handed to the
+// caller before the child runs anything, and a child whose agent dies before
+// it was recorded never runs the workload. The "agent" here is a forked
+// process that dies inside before_exec; this test is its subreaper, so the
+// orphaned child is reparented to it and its exit status can be read.
+TEST(SpawnGate, ChildOfAnAgentKilledBeforeTheRecordNeverRuns) {
+  outpost::testing::TempDir dir;
+  const std::string marker = dir / "ran";
+  ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  int report[2];
+  ASSERT_EQ(::pipe(report), 0);
+  pid_t agent = ::fork();
+  ASSERT_GE(agent, 0);
+  if (agent == 0) {
+    ::close(report[0]);
+    auto ops = NewLinuxProcessOps();
+    SpawnRequest req;
+    req.argv = {"/bin/sh", "-c", "touch " + marker};
+    req.log_path = dir / "log";
+    req.env = {"PATH=/usr/bin:/bin"};
+    req.before_exec = [&](pid_t pid, std::uint64_t) {
+      (void)!::write(report[1], &pid, sizeof pid);
+      ::_exit(0);  // SIGKILLed between fork and the record
+    };
+    (void)ops->Spawn(req);
+    ::_exit(1);
+  }
+  ::close(report[1]);
+  pid_t child = 0;
+  ASSERT_EQ(::read(report[0], &child, sizeof child), static_cast<ssize_t>(sizeof child));
+  ::close(report[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(agent, &status, 0), agent);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  // The orphan is ours now (subreaper): it exits at the closed gate.
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 127);
+  EXPECT_FALSE(outpost::fs::Exists(marker)) << "the workload ran although never recorded";
+  ::prctl(PR_SET_CHILD_SUBREAPER, 0);
+}
+
+TEST(SpawnGate, BeforeExecSeesThePidBeforeTheWorkloadRuns) {
+  outpost::testing::TempDir dir;
+  const std::string marker = dir / "ran";
+  auto ops = NewLinuxProcessOps();
+  SpawnRequest req;
+  req.argv = {"/bin/sh", "-c", "touch " + marker};
+  req.log_path = dir / "log";
+  req.env = {"PATH=/usr/bin:/bin"};
+  pid_t seen = 0;
+  std::uint64_t seen_ticks = 0;
+  bool ran_before = true;
+  req.before_exec = [&](pid_t pid, std::uint64_t ticks) {
+    seen = pid;
+    seen_ticks = ticks;
+    ran_before = outpost::fs::Exists(marker);
+  };
+  auto spawned = ops->Spawn(req);
+  ASSERT_TRUE(spawned.ok()) << spawned.error().ToString();
+  EXPECT_EQ(seen, spawned->pid);
+  EXPECT_EQ(seen_ticks, spawned->start_time_ticks);
+  EXPECT_FALSE(ran_before);
+  int status = 0;
+  ASSERT_EQ(::waitpid(spawned->pid, &status, 0), spawned->pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_TRUE(outpost::fs::Exists(marker));
 }
 
 }  // namespace
