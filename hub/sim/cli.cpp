@@ -139,7 +139,7 @@ int Run(const std::vector<std::string>& args) {
   if (!Parse(args, 1,
              {"state-dir", "count", "threads", "broker", "hub-data-dir", "hub-pid", "phases",
               "manifest", "app", "rollouts", "restart-cmd", "floor-broker", "idle-seconds",
-              "timeout", "results", "log-level"},
+              "timeout", "results", "log-level", "connect-timeout"},
              {}, &f, &why)) {
     return Usage(why);
   }

@@ -10,6 +10,8 @@
 #   BENCH_DEVICES        10000   simulated devices (outpost-sim)
 #   BENCH_SIM_THREADS    4       outpost-sim's epoll threads
 #   BENCH_ROLLOUTS       3       rollouts in a row (each line, then the median)
+#   BENCH_FLEET_PHASES   connect,idle,reports,rollout,storm,floor  outpost-sim's phases
+#   BENCH_SIM_ARGS       ""      more outpost-sim run flags (e.g. --connect-timeout 30)
 #   BENCH_IDLE_SECONDS   60      idle-traffic window
 #   BENCH_STEADY_SECONDS 30      agent steady state before its footprint
 #   BENCH_SOAK_SECONDS   180     agent soak with crash-looping workloads
@@ -29,6 +31,7 @@ PARTS=${BENCH_PARTS:-agent startup soak fleet}
 DEVICES=${BENCH_DEVICES:-10000}
 SIM_THREADS=${BENCH_SIM_THREADS:-4}
 ROLLOUTS=${BENCH_ROLLOUTS:-3}
+FLEET_PHASES=${BENCH_FLEET_PHASES:-connect,idle,reports,rollout,storm,floor}
 IDLE_SECONDS=${BENCH_IDLE_SECONDS:-60}
 STEADY_SECONDS=${BENCH_STEADY_SECONDS:-30}
 SOAK_SECONDS=${BENCH_SOAK_SECONDS:-180}
@@ -242,10 +245,10 @@ part_fleet() {
   wait_for 30 port_listens "$FLOOR_PORT" || die "the floor broker did not listen"
   "$BIN/outpost-sim" run --state-dir "$SIM_DIR" --count "$DEVICES" --threads "$SIM_THREADS" \
     --broker "ssl://localhost:$BROKER_PORT" --hub-data-dir "$HUB_DIR" --hub-pid "$HUB_PID" \
-    --phases connect,idle,reports,rollout,storm,floor --idle-seconds "$IDLE_SECONDS" \
+    --phases "$FLEET_PHASES" --idle-seconds "$IDLE_SECONDS" \
     --manifest tests/bench/sim-fleet.yaml --app sim-fleet --rollouts "$ROLLOUTS" \
     --restart-cmd "tests/bench/restart-broker.sh $HUB_DIR $BROKER_PORT $STATE/mosquitto.log" \
-    --floor-broker "ssl://localhost:$FLOOR_PORT" --results "$RESULTS" ||
+    --floor-broker "ssl://localhost:$FLOOR_PORT" --results "$RESULTS" ${BENCH_SIM_ARGS:-} ||
     log "outpost-sim run failed (figures above are those it measured)"
   stop_pid "$FLOOR_PID"
 }
