@@ -21,7 +21,9 @@ Status CopyFile(int in, const std::string& to, std::uint64_t limit) {
   Status result;
   bool fallback = false;
   while (left > 0) {
-    ssize_t n = ::copy_file_range(in, &off_in, out, nullptr, left, 0);
+    // At most 1 GiB per call: size_t is 32 bits on armhf.
+    const auto chunk = static_cast<std::size_t>(std::min<std::uint64_t>(left, 1ULL << 30));
+    ssize_t n = ::copy_file_range(in, &off_in, out, nullptr, chunk, 0);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP)) {
       fallback = true;
@@ -37,7 +39,9 @@ Status CopyFile(int in, const std::string& to, std::uint64_t limit) {
   if (fallback) {
     char buf[64 * 1024];
     while (left > 0) {
-      ssize_t n = ::pread(in, buf, std::min<std::uint64_t>(sizeof buf, left), off_in);
+      ssize_t n =
+          ::pread(in, buf, static_cast<std::size_t>(std::min<std::uint64_t>(sizeof buf, left)),
+                  static_cast<off_t>(off_in));
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) {
         result = ErrnoError("read for rotation", errno);

@@ -1109,7 +1109,13 @@ Result<std::string> CreateCrl(const PrivateKey& ca_key, const std::string& ca_ce
     {
       unsigned char** np = number.p();
       MpiCtx crl_number;
-      if (mbedtls_mpi_lset(crl_number.get(), this_update) != 0) {
+      // From the 64-bit time as big-endian bytes: mbedtls_mpi_lset takes an
+      // mbedtls_mpi_sint, 32 bits on armhf (and this_update passes 2^31 in 2038).
+      unsigned char be[8];
+      const auto number_value = static_cast<std::uint64_t>(this_update);
+      for (int i = 0; i < 8; ++i)
+        be[i] = static_cast<unsigned char>(number_value >> (56 - 8 * i));
+      if (mbedtls_mpi_read_binary(crl_number.get(), be, sizeof be) != 0) {
         return Error(Errc::kInternal, "CRL number");
       }
       size_t n = 0;
