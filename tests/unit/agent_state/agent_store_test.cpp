@@ -222,6 +222,38 @@ TEST_F(AgentStoreTest, ProcessRecords) {
   EXPECT_EQ(s->LoadAll()->size(), 1u);
 }
 
+// A process record is committed without its own fsync (it sits between fork
+// and exec of every workload start); every other commit stays FULL.
+TEST_F(AgentStoreTest, ProcessRecordSaveLeavesTheDatabaseSynchronousFull) {
+  auto s = Open();
+  auto level = [&] {
+    auto q = s->db().Prepare("PRAGMA synchronous");
+    EXPECT_TRUE(q.ok());
+    auto row = q->Step();
+    EXPECT_TRUE(row.ok() && *row);
+    return q->ColumnInt(0);
+  };
+  ASSERT_EQ(level(), 2);  // FULL
+  ProcessRecord r;
+  r.name = "cam";
+  r.pid = 42;
+  ASSERT_TRUE(s->Save(r).ok());
+  EXPECT_EQ(level(), 2);
+  {
+    // Inside a transaction SQLite refuses the change: the save still works.
+    auto tx = s->db().Begin();
+    ASSERT_TRUE(tx.ok());
+    r.pid = 43;
+    ASSERT_TRUE(s->Save(r).ok());
+    ASSERT_TRUE(tx->Commit().ok());
+  }
+  EXPECT_EQ(level(), 2);
+  auto all = s->LoadAll();
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ((*all)[0].pid, 43);
+}
+
 TEST_F(AgentStoreTest, ReadOnlySnapshotWhileTheDaemonWrites) {
   auto writer = Open();
   Identity id;
