@@ -193,6 +193,27 @@ class MqttAdapterTest : public ::testing::Test {
     return o;
   }
 
+  // dev-a through `proxy` (its first connection spoiled), subscribed to its
+  // ack topic; returns once connected after at least one failed attempt.
+  void ConnectViaProxy(const StallingProxy& proxy, ClientOptions o, ClientPtr* out, Recorder* r) {
+    o.server_uri = "ssl://localhost:" + std::to_string(proxy.port());
+    auto c = NewPahoClient(o);
+    ASSERT_TRUE(c.ok());
+    *out = std::move(*c);
+    r->Attach(**out);
+    (*out)->AddSubscription(topics::Ack("dev-a"), 1);
+    ASSERT_TRUE((*out)->Start().ok());
+    ASSERT_TRUE(WaitFor([&] { return (*out)->IsConnected(); }, std::chrono::seconds(20)))
+        << broker_->log();
+    EXPECT_GE(r->losses.load(), 1);
+  }
+  // What the client publishes to itself comes back; then it stops.
+  static void ExpectNotWedged(Client& c, Recorder& r) {
+    ASSERT_TRUE(c.Publish(topics::Ack("dev-a"), "7", 1, false).ok());
+    EXPECT_TRUE(WaitFor([&] { return r.Has(topics::Ack("dev-a"), "7"); }));
+    c.Stop();
+  }
+
   TempDir dir_;
   testing::TestPki pki_;
   std::unique_ptr<testing::TestBroker> broker_;
@@ -323,23 +344,13 @@ TEST_F(MqttAdapterTest, ReconnectsAfterBrokerRestartAndResubscribes) {
 // (docs/benchmarks.md).
 TEST_F(MqttAdapterTest, AfterAFailedAttemptTheNextOneIsMqtt311) {
   StallingProxy proxy(broker_->port(), /*stall=*/1, StallingProxy::kClose);
-  ClientOptions o = Options("dev-a");
-  o.server_uri = "ssl://localhost:" + std::to_string(proxy.port());
-  auto a = NewPahoClient(o);
-  ASSERT_TRUE(a.ok());
   Recorder ra;
-  ra.Attach(**a);
-  (*a)->AddSubscription(topics::Ack("dev-a"), 1);
-  ASSERT_TRUE((*a)->Start().ok());
-  ASSERT_TRUE(WaitFor([&] { return (*a)->IsConnected(); }, std::chrono::seconds(20)))
-      << broker_->log();
-  EXPECT_GE(ra.losses.load(), 1);
+  ClientPtr a;
+  ASSERT_NO_FATAL_FAILURE(ConnectViaProxy(proxy, Options("dev-a"), &a, &ra));
   const std::string log = broker_->log();
   EXPECT_NE(log.find("(p2, c0, k30, u'dev-a')"), std::string::npos) << log;
   EXPECT_EQ(log.find("(p1,"), std::string::npos) << "fell back to MQTT 3.1:\n" << log;
-  ASSERT_TRUE((*a)->Publish(topics::Ack("dev-a"), "7", 1, false).ok());
-  EXPECT_TRUE(WaitFor([&] { return ra.Has(topics::Ack("dev-a"), "7"); }));
-  (*a)->Stop();
+  ExpectNotWedged(*a, ra);
 }
 
 // A connect attempt that times out (the broker accepted the TCP connection
@@ -348,22 +359,13 @@ TEST_F(MqttAdapterTest, AfterAFailedAttemptTheNextOneIsMqtt311) {
 TEST_F(MqttAdapterTest, TimedOutConnectIsAbandonedAndTheNextOneConnects) {
   StallingProxy proxy(broker_->port(), /*stall=*/1, StallingProxy::kStall);
   ClientOptions o = Options("dev-a");
-  o.server_uri = "ssl://localhost:" + std::to_string(proxy.port());
   o.connect_timeout = std::chrono::milliseconds(1000);
-  auto a = NewPahoClient(o);
-  ASSERT_TRUE(a.ok());
   Recorder ra;
-  ra.Attach(**a);
-  (*a)->AddSubscription(topics::Ack("dev-a"), 1);
-  ASSERT_TRUE((*a)->Start().ok());
-  ASSERT_TRUE(WaitFor([&] { return (*a)->IsConnected(); }, std::chrono::seconds(20)))
-      << broker_->log();
-  EXPECT_GE(ra.losses.load(), 1);
+  ClientPtr a;
+  ASSERT_NO_FATAL_FAILURE(ConnectViaProxy(proxy, o, &a, &ra));
   EXPECT_TRUE(WaitFor([&] { return proxy.stalled_closed() == 1; }, std::chrono::seconds(10)));
   EXPECT_EQ(proxy.accepted(), 2);  // one stalled attempt, one that connected
-  ASSERT_TRUE((*a)->Publish(topics::Ack("dev-a"), "7", 1, false).ok());
-  EXPECT_TRUE(WaitFor([&] { return ra.Has(topics::Ack("dev-a"), "7"); }));
-  (*a)->Stop();
+  ExpectNotWedged(*a, ra);
 }
 
 TEST_F(MqttAdapterTest, ClientWithoutTrustedCertificateNeverConnects) {
