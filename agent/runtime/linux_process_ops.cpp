@@ -235,17 +235,17 @@ class LinuxProcessOps final : public ProcessOps {
     if (pid < 0) return ErrnoError("fork", fork_errno);
     err_write.Reset();
     gate_read.Reset();
-    {
-      auto start = StartTime(pid);
-      if (req.before_exec) req.before_exec(pid, start.ok() ? *start : 0);
-      const char go = 1;
-      ssize_t w;
-      do {
-        w = ::write(gate_write.get(), &go, 1);
-      } while (w < 0 && errno == EINTR);
-      gate_write.Reset();
-      // w != 1: the child is gone already; its exit is reported as usual.
-    }
+    // Read once, before exec (a process keeps its start time across exec).
+    const auto start = StartTime(pid);
+    const std::uint64_t start_ticks = start.ok() ? *start : 0;
+    if (req.before_exec) req.before_exec(pid, start_ticks);
+    const char go = 1;
+    ssize_t w;
+    do {
+      w = ::write(gate_write.get(), &go, 1);
+    } while (w < 0 && errno == EINTR);
+    gate_write.Reset();
+    // w != 1: the child is gone already; its exit is reported as usual.
 
     ChildError ce{};
     ssize_t n;
@@ -269,9 +269,7 @@ class LinuxProcessOps final : public ProcessOps {
     }
     SpawnedProcess out;
     out.pid = pid;
-    auto start = StartTime(pid);
-    // A child that already exited is a zombie (no start time): still ours to reap.
-    out.start_time_ticks = start.ok() ? *start : 0;
+    out.start_time_ticks = start_ticks;
     return out;
   }
 

@@ -43,8 +43,8 @@ struct SpawnRequest {
   // a restarted agent will find it. Only then does the child go on to exec.
   // A child whose parent dies before that (the agent SIGKILLed between fork
   // and the record) exits without running the workload, so no process is
-  // ever left running unrecorded to be started a second time. Fakes may call
-  // it or not.
+  // ever left running unrecorded to be started a second time. Every
+  // ProcessOps calls it exactly once when it created a process (fakes too).
   std::function<void(pid_t pid, std::uint64_t start_time_ticks)> before_exec;
 };
 

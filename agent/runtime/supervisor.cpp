@@ -403,14 +403,12 @@ class Supervisor::Impl {
     rec.spec_hash = e.machine.spec_hash();
     rec.restarts = e.machine.restarts();
     rec.started_at_ms = now.unix_ms;
-    bool recorded = false;
     Status saved = OkStatus();
     e.unsaved_record.reset();
     req.before_exec = [&](pid_t pid, std::uint64_t start_ticks) {
       rec.pid = pid;
       rec.start_time_ticks = start_ticks;
       saved = store_.Save(rec);
-      recorded = true;
     };
     auto spawned = ops_.Spawn(req);
     if (!spawned.ok()) {
@@ -427,11 +425,6 @@ class Supervisor::Impl {
     }
     Watch(e, *fd);
 
-    if (!recorded || rec.start_time_ticks == 0) {
-      rec.pid = spawned->pid;
-      rec.start_time_ticks = spawned->start_time_ticks;
-      saved = store_.Save(rec);
-    }
     if (!saved.ok()) {
       log::Warn("workload ", name, ": cannot record pid ", rec.pid, ": ", saved.error().message(),
                 " (retrying)");

@@ -530,34 +530,13 @@ Status AgentStore::Ack(std::uint64_t acked_seq) {
 // ProcessRecordStore
 
 Status AgentStore::Save(const ProcessRecord& record) {
-  // A process record has to outlive the agent, not the machine: a power cut
-  // ends the process as well. So this commit skips its own fsync
-  // (synchronous=NORMAL: the WAL write is in the page cache and survives a
-  // SIGKILL of the agent; the next FULL commit syncs it along). It runs
-  // between fork and exec of every workload start (the spawn gate), where an
-  // fsync per workload doubled the agent's start-up. Inside a transaction
-  // SQLite refuses the change, and the commit is simply a FULL one.
-  int level = -1;
-  {
-    OUTPOST_ASSIGN_OR_RETURN(auto cur, db_->Prepare("PRAGMA synchronous"));
-    OUTPOST_ASSIGN_OR_RETURN(bool row, cur.Step());
-    if (row) level = cur.ColumnInt(0);
-  }
-  const bool relaxed = level > 1 && db_->Exec("PRAGMA synchronous=NORMAL").ok();
-  Status result = [&]() -> Status {
-    OUTPOST_ASSIGN_OR_RETURN(auto q, db_->Prepare("INSERT OR REPLACE INTO process_records(name, "
-                                                  "spec_hash, pid, start_time_ticks, restarts, "
-                                                  "started_at_ms) VALUES (?, ?, ?, ?, ?, ?)"));
-    q.BindAll(std::string_view(record.name), std::string_view(record.spec_hash), record.pid,
-              record.start_time_ticks, record.restarts, record.started_at_ms);
-    OUTPOST_TRY(q.ExecDone());
-    return OkStatus();
-  }();
-  if (relaxed) {
-    Status back = db_->Exec("PRAGMA synchronous=" + std::to_string(level));
-    if (!back.ok() && result.ok()) return back;
-  }
-  return result;
+  OUTPOST_ASSIGN_OR_RETURN(
+      auto q, db_->Prepare("INSERT OR REPLACE INTO process_records(name, spec_hash, pid, "
+                           "start_time_ticks, restarts, started_at_ms) VALUES (?, ?, ?, ?, ?, ?)"));
+  q.BindAll(std::string_view(record.name), std::string_view(record.spec_hash), record.pid,
+            record.start_time_ticks, record.restarts, record.started_at_ms);
+  OUTPOST_TRY(q.ExecDone());
+  return OkStatus();
 }
 
 Status AgentStore::Remove(const std::string& name) {

@@ -76,15 +76,15 @@ void BrokerLink::Drain(registry::Registry& /*registry*/) {
 
 void BrokerLink::OnConnection(const mqtt::Client::ConnectionEvent& event) {
   if (!event.connected) {
-    if (connected_.exchange(false)) {
-      log::Warn("broker link down: ", event.cause);
-    } else {
-      // A failed attempt: said once per distinct cause, not every retry.
-      std::lock_guard lock(mu_);
-      if (event.cause != last_cause_) log::Warn("broker connect failed: ", event.cause);
-    }
+    const bool was_connected = connected_.exchange(false);
     {
       std::lock_guard lock(mu_);
+      if (was_connected) {
+        log::Warn("broker link down: ", event.cause);
+      } else if (event.cause != last_cause_) {
+        // A failed attempt: said once per distinct cause, not every retry.
+        log::Warn("broker connect failed: ", event.cause);
+      }
       last_cause_ = event.cause;
     }
     publisher_->SetConnected(false);

@@ -239,10 +239,7 @@ class PahoClient final : public Client, public ::mqtt::callback {
       *cause = e.get_message().empty() ? e.what() : e.get_message();
       if (e.get_reason_code() != 0)
         *cause += " (reason " + std::to_string(e.get_reason_code()) + ")";
-      try {
-        if (client_->is_connected()) client_->disconnect(0);
-      } catch (const ::mqtt::exception&) {
-      }
+      if (client_->is_connected()) Abandon();
       return false;
     }
   }

@@ -44,6 +44,7 @@ class FakeOps : public ProcessOps {
     if (fail_spawn) return Error(Errc::kNotFound, "exec " + req.argv[0] + ": fake failure");
     int pid = next_pid_++;
     procs_[pid].start = 1000 + static_cast<std::uint64_t>(pid);
+    if (req.before_exec) req.before_exec(pid, procs_[pid].start);
     return SpawnedProcess{pid, procs_[pid].start};
   }
   Status KillGroup(pid_t pgid, int sig) override {

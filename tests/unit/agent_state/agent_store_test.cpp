@@ -222,8 +222,8 @@ TEST_F(AgentStoreTest, ProcessRecords) {
   EXPECT_EQ(s->LoadAll()->size(), 1u);
 }
 
-// A process record is committed without its own fsync (it sits between fork
-// and exec of every workload start); every other commit stays FULL.
+// Saving a process record (between fork and exec of every workload start)
+// works inside and outside a transaction and leaves every commit FULL.
 TEST_F(AgentStoreTest, ProcessRecordSaveLeavesTheDatabaseSynchronousFull) {
   auto s = Open();
   auto level = [&] {
